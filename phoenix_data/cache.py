@@ -1,0 +1,363 @@
+"""The LMDB landmark cache: per-process open, record encoding (no pickle), metadata, failures.
+
+One LMDB environment holds three named databases:
+
+- ``samples``: sample key -> record (a fixed header, then numeric arrays; see ``encode_record``);
+- ``failures``: sample key -> JSON ``{"reason": ..., "time": ...}`` for samples that could not be extracted;
+- ``meta``: the extraction settings, their fingerprint and versions the records were made with.
+
+Storage: landmarks as float16 (x, y error below 0.0005 of the image size, i.e. <0.13 px on 260 px),
+pose visibility as uint8 (error <= 1/510), face and hand presence as one byte per part and frame:
+3,294 bytes per frame against 6,516 for the float32 landmarks alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+import lmdb
+import numpy as np
+
+from .extract import PARTS, POSE_POINTS, ExtractionSettings, LandmarkRecord, part_slices
+
+log = logging.getLogger(__name__)
+
+# Holds PHOENIX-2014 (~799k frames, ~2.6 GB) and 2014-T (~0.95M frames, ~3.1 GB) several times
+# over. LMDB maps it lazily and the file grows only as records are written; a full map is
+# still grown on demand (MapFullError), and other processes follow (MapResizedError).
+DEFAULT_MAP_SIZE = 32 << 30
+_DBS = (b"samples", b"failures", b"meta")
+_MAGIC = b"PHXL"
+_RECORD_VERSION = 1
+# magic, version, frames, points, width, height, extracting pid, seconds, crc32 of the payload
+_HEADER = struct.Struct("<4sHIHHHIfI")
+_META_KEY = b"identity"
+
+
+class CacheError(RuntimeError):
+    """A cache that cannot be used as asked (missing, other settings, read-only)."""
+
+
+class CacheRecordError(CacheError):
+    """A record that does not decode: truncated, foreign or damaged."""
+
+
+# --- record encoding -------------------------------------------------------------------------
+
+def encode_record(record: LandmarkRecord) -> bytes:
+    """Header + float16 landmarks [T, N, 3] + uint8 pose visibility [T, 33] + uint8 presence [T, 4]."""
+    t, n, _ = record.landmarks.shape
+    landmarks = record.landmarks.astype("<f2")
+    if not np.isfinite(landmarks).all() and np.isfinite(record.landmarks).all():
+        raise CacheError("landmarks exceed the float16 range; they cannot be stored.")
+    pose = part_slices(n)["pose"]
+    visibility = np.rint(np.clip(record.confidence[:, pose], 0, 1) * 255).astype(np.uint8)
+    presence = record.presence().astype(np.uint8)
+    payload = landmarks.tobytes() + visibility.tobytes() + presence.tobytes()
+    header = _HEADER.pack(_MAGIC, _RECORD_VERSION, t, n, record.width, record.height,
+                          record.pid, record.seconds, zlib.crc32(payload))
+    return header + payload
+
+
+def _payload_size(t: int, n: int) -> int:
+    return t * n * 3 * 2 + t * POSE_POINTS + t * len(PARTS)
+
+
+def decode_header(data: Union[bytes, memoryview], key: str) -> Tuple[int, ...]:
+    """(frames, points, width, height, pid, seconds, crc) of a record, checked against its length."""
+    if len(data) < _HEADER.size:
+        raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes, shorter than a header; "
+                               "it is truncated or not a phoenix_data record. Delete it or re-extract.")
+    magic, version, t, n, w, h, pid, seconds, crc = _HEADER.unpack_from(data)
+    if magic != _MAGIC or version != _RECORD_VERSION:
+        raise CacheRecordError(f"cache record of {key!r} is not a phoenix_data v{_RECORD_VERSION} record "
+                               f"(magic {magic!r}, version {version}).")
+    expected = _HEADER.size + _payload_size(t, n)
+    if len(data) != expected:
+        raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes; its header promises "
+                               f"{expected} ({t} frames x {n} points): truncated or damaged. Re-extract it.")
+    return t, n, w, h, pid, seconds, crc
+
+
+def decode_record(data: Union[bytes, memoryview], key: str) -> LandmarkRecord:
+    """The record ``encode_record`` wrote; raises CacheRecordError naming ``key`` on any damage."""
+    t, n, w, h, pid, seconds, crc = decode_header(data, key)
+    payload = memoryview(data)[_HEADER.size:]
+    if zlib.crc32(payload) != crc:
+        raise CacheRecordError(f"cache record of {key!r} fails its checksum: damaged. Re-extract it.")
+    try:
+        slices = part_slices(n)
+    except ValueError as exc:
+        raise CacheRecordError(f"cache record of {key!r}: {exc}") from None
+    split_at = np.cumsum([t * n * 3 * 2, t * POSE_POINTS])
+    landmarks = np.frombuffer(payload[:split_at[0]], "<f2").reshape(t, n, 3).astype(np.float32)
+    visibility = np.frombuffer(payload[split_at[0]:split_at[1]], np.uint8).reshape(t, POSE_POINTS)
+    presence = np.frombuffer(payload[split_at[1]:], np.uint8).reshape(t, len(PARTS))
+    confidence = np.empty((t, n), np.float32)
+    for index, part in enumerate(PARTS):
+        confidence[:, slices[part]] = presence[:, index:index + 1]
+    confidence[:, slices["pose"]] = visibility / np.float32(255)
+    return LandmarkRecord(landmarks, confidence, width=w, height=h, pid=pid, seconds=seconds)
+
+
+# --- per-process environments ---------------------------------------------------------------
+
+class _Handle:
+    """One process's open environment and its named databases."""
+
+    def __init__(self, path: Path, readonly: bool, map_size: int) -> None:
+        self.pid = os.getpid()
+        if readonly:
+            # lock=False: a finished cache on a read-only disk has no lock file to write.
+            self.env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(_DBS), readahead=False)
+        else:
+            self.env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), readahead=False,
+                                 max_readers=512)
+        self.dbs: Dict[bytes, object] = {}
+        self.readonly = readonly
+
+    def db(self, name: bytes):
+        if name not in self.dbs:
+            try:
+                self.dbs[name] = self.env.open_db(name, create=not self.readonly)
+            except lmdb.NotFoundError:
+                raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
+                                 "is it a phoenix_data cache?") from None
+        return self.dbs[name]
+
+
+# real path -> handle. A handle is used only by the process that opened it. py-lmdb refuses to
+# open one environment twice in a process, so read-only and read-write users share a handle.
+_HANDLES: Dict[str, _Handle] = {}
+
+
+def process_handle(path: Path, readonly: bool, map_size: int) -> _Handle:
+    """This process's environment for ``path``, opened on first use."""
+    key = os.path.realpath(path)
+    held = _HANDLES.get(key)
+    if held is not None and held.pid != os.getpid():
+        _drop_inherited(held)
+        held = None
+    if held is not None and held.readonly and not readonly:
+        held.env.close()  # a writer needs a read-write environment
+        held = None
+    if held is None:
+        held = _HANDLES[key] = _Handle(path, readonly, map_size)
+    return held
+
+
+def has_process_handle(path: Path) -> bool:
+    held = _HANDLES.get(os.path.realpath(path))
+    return held is not None and held.pid == os.getpid()
+
+
+def close_process_handles(path: Path) -> None:
+    """Close this process's environment for ``path``, so that a later fork inherits none."""
+    key = os.path.realpath(path)
+    held = _HANDLES.get(key)
+    if held is not None and held.pid == os.getpid():
+        del _HANDLES[key]
+        held.env.close()
+
+
+def _drop_inherited(handle: _Handle) -> None:
+    """Let go of an environment a parent held open across fork() (the library avoids that, but a
+    user may read with num_workers=0 before starting workers). It is never used here; closing it
+    unmaps it and clears only this process's reader slots (LMDB keys them on getpid()), and lets
+    py-lmdb open the files again in this process."""
+    log.debug("pid %d: closing an LMDB environment inherited from pid %d", os.getpid(), handle.pid)
+    handle.env.close()
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+class LandmarkCache:
+    """Landmark records of one extraction setting, in one LMDB directory.
+
+    Picklable: the environment is opened lazily in each process that uses it and is never part of
+    the pickled state. Several processes may extract and write at once; each put is one commit.
+    """
+
+    def __init__(self, path: Union[str, Path], settings: Optional[ExtractionSettings] = None, *,
+                 readonly: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = Path(path).expanduser()
+        self.settings = settings if settings is not None else ExtractionSettings()
+        self.readonly = readonly
+        self.map_size = map_size
+        if readonly and overwrite:
+            raise CacheError("readonly=True and overwrite=True contradict each other; pick one.")
+        with self.session():
+            self._check_identity(overwrite)
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.readonly else "read-write"
+        return f"LandmarkCache({str(self.path)!r}, {mode}, fingerprint={self.settings.fingerprint()})"
+
+    # environment handling
+    def _env(self) -> lmdb.Environment:
+        return process_handle(self.path, self.readonly, self.map_size).env
+
+    def _db(self, name: bytes):
+        return process_handle(self.path, self.readonly, self.map_size).db(name)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["LandmarkCache"]:
+        """Use the cache and, unless this process already held it open, close it afterwards.
+
+        For work in a main process that will later fork DataLoader workers: an LMDB
+        environment open across fork() breaks the children.
+        """
+        held = has_process_handle(self.path)
+        try:
+            yield self
+        finally:
+            if not held:
+                self.close()
+
+    def _with_map_retry(self, write):
+        """Run ``write(txn)`` in one commit, growing the map when full and following other growth."""
+        env = self._env()
+        for _ in range(32):
+            try:
+                with env.begin(write=True) as txn:
+                    return write(txn)
+            except lmdb.MapFullError:
+                new_size = env.info()["map_size"] * 2
+                log.info("cache %s full; growing its map to %.1f GiB", self.path, new_size / 2**30)
+                env.set_mapsize(new_size)
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)  # another process grew it: adopt its size
+        raise CacheError(f"cache {self.path}: could not grow the map to fit a write.")
+
+    def _check_identity(self, overwrite: bool) -> None:
+        if self.readonly:
+            self._check_readonly_identity()
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        identity = dict(self.settings.identity(), fingerprint=self.settings.fingerprint())
+        meta, *_ = [self._db(name) for name in _DBS[::-1]]  # create every table now, not in workers
+
+        def check(txn):
+            stored = txn.get(_META_KEY, db=meta)
+            if stored is None or overwrite:
+                if overwrite:
+                    for name in (b"samples", b"failures"):
+                        txn.drop(self._db(name), delete=False)
+                txn.put(_META_KEY, json.dumps(identity, sort_keys=True).encode(), db=meta)
+                return None
+            return json.loads(bytes(stored))
+
+        stored = self._with_map_retry(check)
+        if stored is not None:
+            _raise_if_differs(self.path, stored, identity)
+
+    def _check_readonly_identity(self) -> None:
+        if not (self.path / "data.mdb").is_file():
+            raise CacheError(f"no cache at {self.path} (no data.mdb); build it first "
+                             "(phoenix-warm-cache --root ROOT --cache PATH) or open it with readonly=False.")
+        identity = dict(self.settings.identity(), fingerprint=self.settings.fingerprint())
+        stored = self.metadata()
+        if stored is None:
+            raise CacheError(f"{self.path} holds no phoenix_data metadata; is it a phoenix_data cache?")
+        _raise_if_differs(self.path, stored, identity)
+
+    # reading
+    def metadata(self) -> Optional[dict]:
+        """The stored settings, versions and fingerprint, or None for a fresh environment."""
+        try:
+            meta = self._db(b"meta")
+        except CacheError:
+            return None
+        with self._env().begin(db=meta) as txn:
+            stored = txn.get(_META_KEY)
+        return None if stored is None else json.loads(bytes(stored))
+
+    def get(self, key: str) -> Optional[LandmarkRecord]:
+        """The record of ``key``, or None when it is not cached. Raises CacheRecordError if damaged."""
+        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+            data = txn.get(key.encode())
+            return None if data is None else decode_record(data, key)
+
+    def num_frames(self, key: str) -> Optional[int]:
+        """Frames of a cached record from its header alone, or None when it is not cached."""
+        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+            data = txn.get(key.encode())
+            return None if data is None else decode_header(data, key)[0]
+
+    def __contains__(self, key: str) -> bool:
+        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+            return txn.get(key.encode()) is not None
+
+    def keys(self) -> Iterator[str]:
+        with self._env().begin(db=self._db(b"samples")) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                yield bytes(key).decode()
+
+    def cached(self, keys: Iterable[str]) -> Set[str]:
+        """Which of ``keys`` have a record."""
+        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+            return {k for k in keys if txn.get(k.encode()) is not None}
+
+    def failures(self) -> Dict[str, dict]:
+        """key -> {"reason", "time"} for samples whose extraction failed (and has not since succeeded)."""
+        with self._env().begin(db=self._db(b"failures")) as txn:
+            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
+
+    # writing
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise CacheError(f"cache {self.path} is open read-only; open it with readonly=False to write.")
+
+    def put(self, key: str, record: LandmarkRecord) -> LandmarkRecord:
+        """Store one record in its own commit (the checkpoint); clears a failure of ``key``.
+
+        Returns the record as stored (float16-rounded), the same values every later read gives.
+        """
+        self._require_writable()
+        data = encode_record(record)
+        samples, failures = self._db(b"samples"), self._db(b"failures")
+
+        def write(txn):
+            txn.put(key.encode(), data, db=samples)
+            txn.delete(key.encode(), db=failures)
+
+        self._with_map_retry(write)
+        return decode_record(data, key)
+
+    def put_failure(self, key: str, reason: str) -> None:
+        self._require_writable()
+        value = json.dumps({"reason": reason, "time": time.time()}).encode()
+        failures = self._db(b"failures")
+        self._with_map_retry(lambda txn: txn.put(key.encode(), value, db=failures))
+
+    def delete(self, key: str) -> bool:
+        self._require_writable()
+        samples = self._db(b"samples")
+        return bool(self._with_map_retry(lambda txn: txn.delete(key.encode(), db=samples)))
+
+    def close(self) -> None:
+        """Close this process's environment (before forking workers, for instance)."""
+        close_process_handles(self.path)
+
+
+def _raise_if_differs(path: Path, stored: dict, identity: dict) -> None:
+    if stored.get("fingerprint") == identity["fingerprint"]:
+        return
+    diffs = []
+    for name in ("mediapipe", "schema"):
+        if stored.get(name) != identity[name]:
+            diffs.append(f"{name}: cache {stored.get(name)!r}, now {identity[name]!r}")
+    old, new = stored.get("settings", {}), identity["settings"]
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            diffs.append(f"{name}: cache {old.get(name)!r}, now {new.get(name)!r}")
+    raise CacheError(f"cache {path} was built with other extraction settings ({'; '.join(diffs)}). "
+                     "Use another cache path for these settings, or pass overwrite=True "
+                     "(--overwrite) to discard its records and extract again.")

@@ -1,0 +1,158 @@
+"""PhoenixLandmarks: a PHOENIX split as a Dataset of MediaPipe Holistic landmarks, cached in LMDB.
+
+A cache hit reads no frame and runs no MediaPipe. A miss reads the sample's frames, extracts them
+with this process's Holistic (built on the first miss, one per process), writes the record and
+returns it. With DataLoader workers, the extraction happens in the workers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from .cache import LandmarkCache
+from .corpus import Sample, check_split, find_release, read_release_split
+from .extract import ExtractionSettings, LandmarkRecord, get_extractor
+from .frames import FramesError, list_frames, read_frames_rgb
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+class SampleNotCached(LookupError):
+    """A sample that is not in a cache that may not extract."""
+
+
+@dataclass
+class SampleStatus:
+    """What ``ensure_cached`` did for one sample: small, cheap to send from a worker."""
+
+    index: int
+    key: str
+    status: str  # "cached" | "extracted" | "failed"
+    frames: int = 0
+    seconds: float = 0.0
+    pid: int = field(default_factory=os.getpid)
+    detection: Dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+class PhoenixLandmarks(Dataset):
+    """One split of a PHOENIX release as landmark sequences.
+
+    Args:
+        root: the release folder, or a parent of it up to the archive root.
+        split: "train", "dev" or "test".
+        cache: the LMDB cache directory (created if missing, unless ``readonly``).
+        release: picks the release where ``root`` holds several ("multisigner", "si5", "2014-T", ...).
+        transform: called on each item dict.
+        settings: MediaPipe settings; their fingerprint must match the cache's.
+        vocab: gloss vocabulary; by default built from the release's train split.
+        readonly: train from a finished cache (also on a read-only disk); a miss raises.
+        overwrite: discard a cache built with other settings instead of raising.
+
+    ``ds[i]`` is a dict: ``landmarks`` (Tensor[T, 543, 3] float32), ``confidence`` (Tensor[T, 543]),
+    ``glosses`` (LongTensor[L] ids), ``gloss_text``, ``id``, ``signer``, ``num_frames``,
+    ``translation`` (2014-T; None elsewhere).
+    """
+
+    def __init__(self, root: Union[str, Path], split: str = "train", cache: Union[str, Path, None] = None,
+                 release: Optional[str] = None, transform: Optional[Callable[[Dict], Dict]] = None,
+                 settings: Optional[ExtractionSettings] = None, vocab: Optional[Vocabulary] = None,
+                 readonly: bool = False, overwrite: bool = False) -> None:
+        if cache is None:
+            raise ValueError("PhoenixLandmarks needs cache=PATH: the LMDB directory that holds (or will "
+                             "hold) the extracted landmarks.")
+        self.release = find_release(root, release)
+        self.split = check_split(split)
+        self.samples: List[Sample] = read_release_split(self.release, split)
+        self.vocab = vocab if vocab is not None else Vocabulary.from_samples(
+            read_release_split(self.release, "train"))
+        self.transform = transform
+        self.settings = settings if settings is not None else ExtractionSettings()
+        self.cache = LandmarkCache(cache, self.settings, readonly=readonly, overwrite=overwrite)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Dict:
+        sample = self.samples[index]
+        record = self.cache.get(sample.key) or self._extract_and_store(sample)
+        item = self._to_item(sample, record)
+        return self.transform(item) if self.transform is not None else item
+
+    def __repr__(self) -> str:
+        with self.cache.session():
+            cached = len(self.cache.cached(s.key for s in self.samples))
+        return (f"PhoenixLandmarks(release={self.release.name!r}, split={self.split!r}, "
+                f"cache={str(self.cache.path)!r}, coverage={cached}/{len(self)} cached)")
+
+    # extraction
+    def _extract_and_store(self, sample: Sample) -> LandmarkRecord:
+        if self.cache.readonly:
+            raise SampleNotCached(f"sample {sample.key!r} is not in the read-only cache {self.cache.path}; "
+                                  "warm it first (phoenix-warm-cache) or open the dataset with readonly=False.")
+        return self.cache.put(sample.key, extract_sample(sample, self.settings))
+
+    def ensure_cached(self, index: int, retry_failed: bool = True) -> SampleStatus:
+        """Extract and store sample ``index`` unless cached; report what happened, never raise on bad data.
+
+        Frames that are missing, empty or undecodable, or an error inside MediaPipe, are recorded in
+        the cache's failures with the reason. A frame where MediaPipe finds nobody is no failure.
+        """
+        sample = self.samples[index]
+        frames = self.cache.num_frames(sample.key)
+        if frames is not None:
+            return SampleStatus(index, sample.key, "cached", frames=frames)
+        if not retry_failed and sample.key in self.cache.failures():
+            return SampleStatus(index, sample.key, "failed", reason="failed before (not retried)")
+        try:
+            record = self._extract_and_store(sample)
+        except (FramesError, ValueError, RuntimeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("sample %s failed: %s", sample.key, reason)
+            log.debug("%s", traceback.format_exc())
+            self.cache.put_failure(sample.key, reason)
+            return SampleStatus(index, sample.key, "failed", reason=reason)
+        return SampleStatus(index, sample.key, "extracted", frames=record.num_frames,
+                            seconds=record.seconds, detection=record.detection_rates())
+
+    # lengths, for the bucketed sampler
+    def num_frames(self, index: int) -> int:
+        """Frames of sample ``index``: from the cache header, else by counting its frame files."""
+        sample = self.samples[index]
+        cached = self.cache.num_frames(sample.key)
+        return cached if cached is not None else len(list_frames(sample.frames_dir))
+
+    def lengths(self) -> List[int]:
+        with self.cache.session():
+            return [self.num_frames(i) for i in range(len(self))]
+
+    def _to_item(self, sample: Sample, record: LandmarkRecord) -> Dict:
+        return {
+            "landmarks": torch.from_numpy(record.landmarks),
+            "confidence": torch.from_numpy(record.confidence),
+            "glosses": torch.tensor(self.vocab.encode(sample.glosses), dtype=torch.long),
+            "gloss_text": " ".join(sample.glosses),
+            "id": sample.id,
+            "signer": sample.signer,
+            "num_frames": record.num_frames,
+            "translation": sample.translation,
+        }
+
+
+def extract_sample(sample: Sample, settings: ExtractionSettings) -> LandmarkRecord:
+    """Read a sample's frames and run this process's Holistic over them."""
+    paths = list_frames(sample.frames_dir)
+    try:
+        return get_extractor(settings).extract(read_frames_rgb(paths))
+    except FramesError:
+        raise
+    except ValueError as exc:
+        raise FramesError(f"sample {sample.key!r}: {exc}") from exc

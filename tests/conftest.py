@@ -1,0 +1,239 @@
+"""Shared pytest fixtures. Each block below belongs to one test module; keep them sectioned."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import pytest
+
+# ---------------------------------------------------------------------------------------------------
+# Corpus fixtures (tests/test_corpus.py)
+#
+# The release layout is spelled out here on purpose instead of being taken from
+# phoenix_data.corpus.RELEASES: a wrong file name in the reader's tables must fail the tests.
+# ---------------------------------------------------------------------------------------------------
+
+CORPUS_FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "corpus"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# release folder -> (archive folder it ships in, CSV file name under annotations/manual/, header)
+CORPUS_LAYOUT = {
+    "phoenix-2014-multisigner": (
+        "phoenix2014-release", "{split}.corpus.csv", "id|folder|signer|annotation"),
+    "phoenix-2014-signerindependent-SI5": (
+        "phoenix2014-release", "{split}.SI5.corpus.csv", "id|folder|signer|annotation"),
+    "PHOENIX-2014-T": (
+        "PHOENIX-2014-T-release-v3", "PHOENIX-2014-T.{split}.corpus.csv",
+        "name|video|start|end|speaker|orth|translation"),
+}
+
+
+def corpus_release_dir(base: Path, release: str) -> Path:
+    """``base/<archive>/<release>``, e.g. ``base/phoenix2014-release/phoenix-2014-multisigner``."""
+    archive = CORPUS_LAYOUT[release][0]
+    return base / archive / release
+
+
+def corpus_csv_path(base: Path, release: str, split: str) -> Path:
+    """Where the release keeps the CSV of ``split``, with ``base`` the folder above the archive."""
+    name = CORPUS_LAYOUT[release][1].format(split=split)
+    return corpus_release_dir(base, release) / "annotations" / "manual" / name
+
+
+@pytest.fixture
+def write_corpus_csv(tmp_path: Path) -> Callable[..., Path]:
+    """Write one corpus CSV into a release tree under ``tmp_path``; returns the CSV's path.
+
+    ``rows`` are the lines after the header, written as given (``|``-joined already).
+    ``header=None`` writes the release's real header. The tree is
+    ``tmp_path/<archive>/<release>/annotations/manual/<csv>``, with no frames.
+    """
+
+    def write(release: str, split: str, rows: Iterable[str], header: Optional[str] = None,
+              newline: str = "\n") -> Path:
+        path = corpus_csv_path(tmp_path, release, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [CORPUS_LAYOUT[release][2] if header is None else header, *rows]
+        path.write_bytes("".join(line + newline for line in lines).encode("utf-8"))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def copy_corpus_csv(tmp_path: Path) -> Callable[[str, str, Path], Path]:
+    """Copy a CSV byte for byte to where ``release`` keeps ``split`` under ``tmp_path``."""
+
+    def copy(release: str, split: str, source: Path) -> Path:
+        path = corpus_csv_path(tmp_path, release, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+        return path
+
+    return copy
+
+
+@pytest.fixture
+def corpus_fixtures() -> Path:
+    """tests/fixtures/corpus: real CSV excerpts laid out as the releases are (see its README)."""
+    return CORPUS_FIXTURES_DIR
+
+
+def _ci_is_set() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def phoenix_real_dir() -> Path:
+    """The folder of real PHOENIX files (shared/phoenix-real).
+
+    ``$PHOENIX_REAL_DIR`` if set, else ``<repo root>/../shared/phoenix-real``. Missing: the test
+    fails when ``$CI`` is set (a skip there would hide that the acceptance test never ran), and is
+    skipped otherwise.
+    """
+    configured = os.environ.get("PHOENIX_REAL_DIR")
+    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "phoenix-real"
+    if not (path / "MANIFEST.txt").is_file():
+        how = "$PHOENIX_REAL_DIR" if configured else "<repo root>/../shared/phoenix-real"
+        reason = (f"real PHOENIX files not found at {path} ({how}; expected MANIFEST.txt there); "
+                  "set PHOENIX_REAL_DIR to the shared/phoenix-real folder")
+        if _ci_is_set():
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+# (release, split) -> the real file for it, relative to shared/phoenix-real (MANIFEST.txt there).
+# 2014-T train/dev: the copies with "/1" put back into the video column; 2014-T test: the CRLF copy.
+REAL_CORPUS_SOURCES = {
+    ("phoenix-2014-multisigner", "train"):
+        "phoenix2014-release/phoenix-2014-multisigner/annotations/manual/train.corpus.csv",
+    ("phoenix-2014-multisigner", "dev"):
+        "phoenix2014-release/phoenix-2014-multisigner/annotations/manual/dev.corpus.csv",
+    ("phoenix-2014-multisigner", "test"):
+        "phoenix2014-release/phoenix-2014-multisigner/annotations/manual/test.corpus.csv",
+    ("phoenix-2014-signerindependent-SI5", "train"):
+        "phoenix2014-release/phoenix-2014-signerindependent-SI5/annotations/manual/train.SI5.corpus.csv",
+    ("phoenix-2014-signerindependent-SI5", "test"):
+        "phoenix2014-release/phoenix-2014-signerindependent-SI5/annotations/manual/test.SI5.corpus.csv",
+    ("PHOENIX-2014-T", "train"):
+        "variants/reconstructed_from_vuducmanh1407_with_1_reinserted/PHOENIX-2014-T/annotations/manual/"
+        "PHOENIX-2014-T.train.corpus.csv",
+    ("PHOENIX-2014-T", "dev"):
+        "variants/reconstructed_from_vuducmanh1407_with_1_reinserted/PHOENIX-2014-T/annotations/manual/"
+        "PHOENIX-2014-T.dev.corpus.csv",
+    ("PHOENIX-2014-T", "test"):
+        "PHOENIX-2014-T-release-v3/PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.test.corpus.csv",
+}
+
+
+@pytest.fixture(scope="session")
+def real_corpus_tree(tmp_path_factory: pytest.TempPathFactory, phoenix_real_dir: Path) -> Path:
+    """The real CSVs copied byte for byte into release trees (no frames) under a tmp folder.
+
+    Returns the folder holding ``phoenix2014-release/`` and ``PHOENIX-2014-T-release-v3/``.
+    """
+    base = tmp_path_factory.mktemp("phoenix-real-tree")
+    for (release, split), relative in REAL_CORPUS_SOURCES.items():
+        source = phoenix_real_dir / relative
+        if not source.is_file():
+            pytest.fail(f"real corpus file missing: {source} (see {phoenix_real_dir / 'MANIFEST.txt'})",
+                        pytrace=False)
+        path = corpus_csv_path(base, release, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+    return base
+
+
+# ----------------------------------------- end of corpus fixtures ----------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
+# Landmark fixtures (test_extract, test_cache, test_dataset, test_batching)
+# ---------------------------------------------------------------------------------------------------
+
+REAL_FRAMES_DIR = Path(__file__).resolve().parent / "fixtures" / "frames" / "25October_2010_Monday_tagesschau-17"
+
+
+@pytest.fixture(scope="session")
+def real_frames_dir() -> Path:
+    """Two real 2014-T frames (see fixtures/frames/README.md): pose and face visible, no hands."""
+    return REAL_FRAMES_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_tree(tmp_path_factory: pytest.TempPathFactory):
+    """The built-in demo tree, built once per session: {release name: release folder}."""
+    from phoenix_data.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo"))
+
+
+def fake_record(frames: int, seed: int = 0, hands: bool = True):
+    """A LandmarkRecord of plausible random values, for cache tests that need no MediaPipe."""
+    import numpy as np
+
+    from phoenix_data.extract import NUM_POINTS, LandmarkRecord, part_slices
+
+    rng = np.random.default_rng(seed)
+    landmarks = rng.uniform(-0.2, 1.2, (frames, NUM_POINTS, 3)).astype(np.float32)
+    confidence = np.ones((frames, NUM_POINTS), np.float32)
+    slices = part_slices(NUM_POINTS)
+    confidence[:, slices["pose"]] = rng.uniform(0, 1, (frames, 33))
+    if not hands:
+        for part in ("left_hand", "right_hand"):
+            landmarks[:, slices[part]] = 0
+            confidence[:, slices[part]] = 0
+    return LandmarkRecord(landmarks, confidence, width=210, height=260, pid=4242, seconds=1.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_holistic_in_the_test_process(request):
+    """Guard: a Holistic built in the pytest process breaks DataLoader workers forked later.
+
+    Tests that extract in their own process carry ``@pytest.mark.forked``: their body runs in a
+    forked child, which is thrown away (see ``pytest_pyfunc_call`` below).
+    """
+    yield
+    from phoenix_data.extract import holistic_builds
+
+    if holistic_builds():
+        pytest.fail(f"{request.node.nodeid} built a MediaPipe Holistic in the pytest process; "
+                    "mark it @pytest.mark.forked and build it inside the test body", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Run the body of a ``@pytest.mark.forked`` test in a forked child; fixtures stay in pytest.
+
+    The child reports a failure's traceback through a pipe; the parent fails the test with it.
+    """
+    if pyfuncitem.get_closest_marker("forked") is None:
+        return None
+    import traceback
+
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the test, report, leave without running pytest's teardown
+        os.close(read_end)
+        code, message = 0, b""
+        try:
+            pyfuncitem.obj(**args)
+        except BaseException as exc:  # noqa: BLE001 - every outcome is reported to the parent
+            code = 2 if isinstance(exc, pytest.skip.Exception) else 1
+            message = (str(exc) if code == 2 else traceback.format_exc()).encode()
+        os.write(write_end, message)
+        os.close(write_end)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 2:
+        pytest.skip(message)
+    if code != 0:
+        pytest.fail(f"in the forked child (exit {code}):\n{message}", pytrace=False)
+    return True

@@ -1,0 +1,168 @@
+"""The LMDB cache: encoding, checks on read, settings, concurrency, read-only use. Real LMDB files."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import stat
+
+import lmdb
+import numpy as np
+import pytest
+
+from conftest import fake_record
+from phoenix_data.cache import (CacheError, CacheRecordError, LandmarkCache, decode_record,
+                                encode_record)
+from phoenix_data.extract import NUM_POINTS, ExtractionSettings, part_slices
+
+
+def test_round_trip_precision_and_size():
+    record = fake_record(140, hands=False)
+    data = encode_record(record)
+    assert len(data) / 140 < 3300  # bytes per frame, header included
+    back = decode_record(data, "k")
+    assert back.landmarks.shape == (140, NUM_POINTS, 3) and back.landmarks.dtype == np.float32
+    # float16: relative error 2**-11, so <0.0006 for |values| < 1.2
+    assert np.abs(back.landmarks - record.landmarks).max() < 6e-4
+    s = part_slices(NUM_POINTS)
+    assert np.abs(back.confidence[:, s["pose"]] - record.confidence[:, s["pose"]]).max() <= 1 / 510 + 1e-6
+    np.testing.assert_array_equal(back.confidence[:, 33:], record.confidence[:, 33:])
+    assert (back.width, back.height, back.pid) == (210, 260, 4242)
+
+
+def test_damaged_records_raise_naming_the_sample():
+    data = encode_record(fake_record(5))
+    with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*truncated"):
+        decode_record(data[:-7], "rel/dev/abc")
+    with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*shorter than a header"):
+        decode_record(data[:10], "rel/dev/abc")
+    with pytest.raises(CacheRecordError, match="'x'.*not a phoenix_data"):
+        decode_record(b"\x80\x04" + b"\0" * 100, "x")  # a pickle, say
+    flipped = bytearray(data)
+    flipped[-100] ^= 0xFF
+    with pytest.raises(CacheRecordError, match="'x'.*checksum"):
+        decode_record(bytes(flipped), "x")
+
+
+def overwrite_raw(cache: LandmarkCache, key: str, value: bytes) -> None:
+    env = lmdb.open(str(cache.path), max_dbs=3)
+    with env.begin(write=True) as txn:
+        txn.put(key.encode(), value, db=env.open_db(b"samples", txn=txn))
+    env.close()
+
+
+def test_truncated_record_in_the_cache_raises(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    cache.put("r/train/a", fake_record(4))
+    cache.close()
+    overwrite_raw(cache, "r/train/a", encode_record(fake_record(4))[:-1])
+    with pytest.raises(CacheRecordError, match="r/train/a"):
+        cache.get("r/train/a")
+    cache.close()
+
+
+def test_put_get_failures_and_metadata(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    assert cache.get("a") is None and "a" not in cache
+    cache.put_failure("a", "FramesError: no frames")
+    assert cache.failures()["a"]["reason"] == "FramesError: no frames"
+    cache.put("a", fake_record(3))
+    assert "a" in cache and cache.num_frames("a") == 3 and "a" not in cache.failures()
+    assert cache.cached(["a", "b"]) == {"a"} and list(cache.keys()) == ["a"]
+    meta = cache.metadata()
+    assert meta["fingerprint"] == ExtractionSettings().fingerprint()
+    assert meta["settings"]["model_complexity"] == 1 and meta["mediapipe"] == "0.10.21"
+    # metadata lives apart from the sample keys
+    assert list(cache.keys()) == ["a"]
+    cache.close()
+
+
+def test_other_settings_raise_then_overwrite(tmp_path):
+    LandmarkCache(tmp_path / "c").put("a", fake_record(2))
+    other = ExtractionSettings(min_detection_confidence=0.7)
+    with pytest.raises(CacheError) as info:
+        LandmarkCache(tmp_path / "c", other)
+    message = str(info.value)
+    assert "min_detection_confidence: cache 0.5, now 0.7" in message
+    assert "another cache path" in message and "overwrite=True" in message
+    cache = LandmarkCache(tmp_path / "c", other, overwrite=True)
+    assert cache.get("a") is None and cache.metadata()["settings"]["min_detection_confidence"] == 0.7
+    cache.close()
+
+
+def test_pickles_without_its_environment(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    cache.put("a", fake_record(2))  # the environment is open in this process now
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone.num_frames("a") == 2
+    cache.close()
+
+
+def _writer(path, worker, count, map_size):
+    cache = LandmarkCache(path, map_size=map_size)
+    for i in range(count):
+        cache.put(f"w{worker}/{i}", fake_record(20 + i % 7, seed=worker * 1000 + i))
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_two_processes_write_at_once(tmp_path, start_method):
+    """Every record intact; a tiny map forces growth (MapFullError) that the other follows."""
+    path = tmp_path / "c"
+    LandmarkCache(path, map_size=1 << 20).close()
+    context = mp.get_context(start_method)
+    procs = [context.Process(target=_writer, args=(path, w, 40, 1 << 20)) for w in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    cache = LandmarkCache(path, readonly=True)
+    assert len(list(cache.keys())) == 80
+    for w in range(2):
+        for i in range(40):
+            expected = fake_record(20 + i % 7, seed=w * 1000 + i)
+            got = cache.get(f"w{w}/{i}")
+            assert np.abs(got.landmarks - expected.landmarks).max() < 6e-4
+    cache.close()
+
+
+def _read_in_child(cache, queue):
+    queue.put(cache.num_frames("a"))
+
+
+def test_a_forked_child_opens_its_own_environment(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    cache.put("a", fake_record(6))  # open in the parent, as after a num_workers=0 epoch
+    queue = mp.get_context("fork").Queue()
+    child = mp.get_context("fork").Process(target=_read_in_child, args=(cache, queue))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and queue.get(timeout=5) == 6
+    cache.put("b", fake_record(1))  # the parent's environment still works
+    assert cache.num_frames("b") == 1
+    cache.close()
+
+
+def test_read_only_cache_on_a_read_only_folder(tmp_path):
+    LandmarkCache(tmp_path / "c").put("a", fake_record(3))
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    shutil.copy(tmp_path / "c" / "data.mdb", frozen / "data.mdb")  # no lock file, as shipped
+    os.chmod(frozen / "data.mdb", stat.S_IRUSR | stat.S_IRGRP)
+    os.chmod(frozen, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        cache = LandmarkCache(frozen, readonly=True)
+        assert cache.get("a").num_frames == 3
+        with pytest.raises(CacheError, match="read-only"):
+            cache.put("b", fake_record(1))
+        cache.close()
+        assert sorted(p.name for p in frozen.iterdir()) == ["data.mdb"]  # nothing written there
+    finally:
+        os.chmod(frozen, stat.S_IRWXU)
+
+
+def test_read_only_without_a_cache_says_how_to_build_one(tmp_path):
+    with pytest.raises(CacheError, match="no cache at .*phoenix-warm-cache"):
+        LandmarkCache(tmp_path / "nothing", readonly=True)
+    assert not (tmp_path / "nothing").exists()

@@ -1,0 +1,195 @@
+"""PhoenixLandmarks on the demo tree: real MediaPipe in real DataLoader workers, a real LMDB cache."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import lmdb
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from phoenix_data import PhoenixLandmarks
+from phoenix_data.batching import LengthBucketBatchSampler, collate_ctc
+from phoenix_data.cache import CacheError, LandmarkCache
+from phoenix_data.corpus import read_corpus
+from phoenix_data.dataset import SampleNotCached
+from phoenix_data.extract import NUM_POINTS, ExtractionSettings, holistic_builds
+from phoenix_data.frames import list_frames
+
+RELEASE = "PHOENIX-2014-T"
+
+
+def commits(cache_path) -> int:
+    """LMDB's last transaction id: how many write commits the cache has seen."""
+    env = lmdb.open(str(cache_path), readonly=True, lock=False, max_dbs=3)
+    try:
+        return env.info()["last_txnid"]
+    finally:
+        env.close()
+
+
+def raw_records(cache_path) -> dict:
+    env = lmdb.open(str(cache_path), readonly=True, lock=False, max_dbs=3)
+    try:
+        with env.begin(db=env.open_db(b"samples", create=False)) as txn:
+            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def epoch(dataset, **loader_args):
+    loader = DataLoader(dataset, batch_size=None, **loader_args)
+    return {item["id"]: item for item in loader}
+
+
+@pytest.fixture(scope="module")
+def warm(demo_tree, tmp_path_factory):
+    """The demo 2014-T train split extracted by a cold epoch through num_workers=2."""
+    cache_path = tmp_path_factory.mktemp("cache") / "lmdb"
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=cache_path)
+    before = commits(cache_path)
+    items = epoch(dataset, num_workers=2)
+    return dataset, cache_path, items, commits(cache_path) - before
+
+
+def test_cold_epoch_extracts_each_sample_once_in_workers(warm):
+    dataset, cache_path, items, written = warm
+    assert holistic_builds() == 0, "the main process built a Holistic"
+    assert written == len(dataset) == 3, "one commit per sample, no sample extracted twice"
+    cache = LandmarkCache(cache_path, readonly=True)
+    pids = {cache.get(s.key).pid for s in dataset.samples}
+    cache.close()
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert sorted(items) == sorted(s.id for s in dataset.samples)
+
+
+def test_items(warm):
+    dataset, _, items, _ = warm
+    for sample in dataset.samples:
+        item = items[sample.id]
+        frames = len(list_frames(sample.frames_dir))
+        assert item["landmarks"].shape == (frames, NUM_POINTS, 3) and item["landmarks"].dtype == torch.float32
+        assert item["confidence"].shape == (frames, NUM_POINTS) and item["num_frames"] == frames
+        assert dataset.vocab.decode(item["glosses"].tolist()) == list(sample.glosses)
+        assert item["gloss_text"] == " ".join(sample.glosses)
+        assert item["signer"] == sample.signer and item["translation"] == sample.translation
+        assert torch.isfinite(item["landmarks"]).all()
+        assert (item["confidence"][:, 33:501] == 1).all(), "the demo person's face is found in every frame"
+
+
+def test_second_epoch_extracts_nothing_even_without_frames(warm, tmp_path):
+    dataset, cache_path, first, _ = warm
+    before_commits, before_records = commits(cache_path), raw_records(cache_path)
+    moved = []
+    for sample in dataset.samples:  # without frames, a miss could only fail
+        target = tmp_path / sample.id
+        shutil.move(str(sample.frames_dir), target)
+        moved.append((target, sample.frames_dir))
+    try:
+        second = epoch(dataset, num_workers=2)
+    finally:
+        for target, original in moved:
+            shutil.move(str(target), original)
+    assert commits(cache_path) == before_commits and raw_records(cache_path) == before_records
+    for key, item in second.items():
+        assert torch.equal(item["landmarks"], first[key]["landmarks"])
+    assert holistic_builds() == 0
+
+
+def test_in_process_epoch_then_workers(warm):
+    """num_workers=0 opens the cache in the main process; workers forked afterwards still work."""
+    dataset = warm[0]
+    assert len(epoch(dataset, num_workers=0)) == 3
+    assert len(epoch(dataset, num_workers=2)) == 3
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_start_methods_cold(demo_tree, tmp_path, context):
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c")
+    items = epoch(dataset, num_workers=2, multiprocessing_context=context)
+    assert sorted(items) == sorted(s.id for s in dataset.samples)
+    cache = LandmarkCache(tmp_path / "c", readonly=True)
+    assert all(cache.get(s.key).pid != os.getpid() for s in dataset.samples)
+    cache.close()
+    assert holistic_builds() == 0
+
+
+def test_repr_and_len(warm, demo_tree, tmp_path):
+    dataset, cache_path = warm[0], warm[1]
+    text = repr(dataset)
+    assert f"release='{RELEASE}'" in text and "split='train'" in text
+    assert str(cache_path) in text and "coverage=3/3 cached" in text
+    cold = PhoenixLandmarks(demo_tree[RELEASE], "test", cache=tmp_path / "c")
+    assert len(cold) == 2 and "coverage=0/2 cached" in repr(cold)
+
+
+def test_read_only_dataset(warm, demo_tree):
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1], readonly=True)
+    assert len(epoch(dataset, num_workers=2)) == 3
+    other_split = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=warm[1], readonly=True)
+    with pytest.raises(SampleNotCached, match="not in the read-only cache"):
+        other_split[0]
+
+
+def test_settings_mismatch_raises(warm, demo_tree):
+    with pytest.raises(CacheError, match="min_tracking_confidence: cache 0.5, now 0.8"):
+        PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1],
+                         settings=ExtractionSettings(min_tracking_confidence=0.8))
+
+
+def test_missing_cache_argument(demo_tree):
+    with pytest.raises(ValueError, match="cache=PATH"):
+        PhoenixLandmarks(demo_tree[RELEASE], "train")
+
+
+@pytest.mark.forked  # extracts in the test process
+def test_ensure_cached_records_failures(demo_tree, tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(demo_tree[RELEASE], root / RELEASE)
+    samples = read_corpus(root / RELEASE, "dev")
+    for frame in list_frames(samples[0].frames_dir):
+        frame.unlink()
+    dataset = PhoenixLandmarks(root / RELEASE, "dev", cache=tmp_path / "c")
+    failed = dataset.ensure_cached(0)
+    assert failed.status == "failed" and "no PNG frames" in failed.reason
+    assert dataset.cache.failures()[samples[0].key]["reason"] == failed.reason
+    done = dataset.ensure_cached(1)
+    assert done.status == "extracted" and done.frames == len(list_frames(samples[1].frames_dir))
+    assert done.detection["pose"] == 1.0
+    assert dataset.ensure_cached(1).status == "cached"
+    assert dataset.ensure_cached(0, retry_failed=False).reason == "failed before (not retried)"
+
+
+class TinyCTCModel(torch.nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(NUM_POINTS * 3, 16, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(32, classes)
+
+    def forward(self, landmarks):
+        out, _ = self.lstm(landmarks.flatten(2))
+        return self.head(out).log_softmax(-1)
+
+
+def test_one_batch_through_a_bilstm_and_ctc(warm):
+    dataset = warm[0]
+    sampler = LengthBucketBatchSampler(dataset.lengths(), batch_size=3, seed=1)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=2)
+    batch = next(iter(loader))
+    assert batch["landmarks"].shape[:2] == (3, int(batch["lengths"].max()))
+    model = TinyCTCModel(len(dataset.vocab))
+    log_probs = model(batch["landmarks"]).transpose(0, 1)  # [T, B, C]
+    loss = torch.nn.CTCLoss(blank=0)(log_probs, batch["targets"], batch["lengths"], batch["target_lengths"])
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_lengths_come_from_cache_headers(warm):
+    dataset = warm[0]
+    assert dataset.lengths() == [len(list_frames(s.frames_dir)) for s in dataset.samples]
+    assert np.all(np.array(dataset.lengths()) >= 8)
