@@ -20,7 +20,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 import lmdb
 import numpy as np
@@ -126,11 +126,22 @@ class _Handle:
     def db(self, name: bytes):
         if name not in self.dbs:
             try:
-                self.dbs[name] = self.env.open_db(name, create=not self.readonly)
+                self.dbs[name] = follow_growth(
+                    self.env, lambda: self.env.open_db(name, create=not self.readonly))
             except lmdb.NotFoundError:
                 raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
                                  "is it a phoenix_data cache?") from None
         return self.dbs[name]
+
+
+def follow_growth(env: lmdb.Environment, start):
+    """``start()``, adopting the map size another process grew the file to (MapResizedError)."""
+    for _ in range(8):
+        try:
+            return start()
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # no transaction of ours is open here
+    return start()
 
 
 # real path -> handle. A handle is used only by the process that opened it. py-lmdb refuses to
@@ -208,6 +219,16 @@ class LandmarkCache:
         return process_handle(self.path, self.readonly, self.map_size).db(name)
 
     @contextlib.contextmanager
+    def _reading(self, name: bytes, buffers: bool = False) -> Iterator[lmdb.Transaction]:
+        """A read transaction on table ``name``; buffers=True gives zero-copy memoryviews."""
+        db, env = self._db(name), self._env()
+        txn = follow_growth(env, lambda: env.begin(db=db, buffers=buffers))
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    @contextlib.contextmanager
     def session(self) -> Iterator["LandmarkCache"]:
         """Use the cache and, unless this process already held it open, close it afterwards.
 
@@ -246,13 +267,16 @@ class LandmarkCache:
 
         def check(txn):
             stored = txn.get(_META_KEY, db=meta)
-            if stored is None or overwrite:
-                if overwrite:
-                    for name in (b"samples", b"failures"):
-                        txn.drop(self._db(name), delete=False)
+            stored = None if stored is None else json.loads(bytes(stored))
+            differs = stored is not None and stored.get("fingerprint") != identity["fingerprint"]
+            if differs and overwrite:
+                log.warning("cache %s: discarding its records, made with other extraction settings", self.path)
+                for name in (b"samples", b"failures"):
+                    txn.drop(self._db(name), delete=False)
+            if stored is None or (differs and overwrite):
                 txn.put(_META_KEY, json.dumps(identity, sort_keys=True).encode(), db=meta)
                 return None
-            return json.loads(bytes(stored))
+            return stored
 
         stored = self._with_map_retry(check)
         if stored is not None:
@@ -272,42 +296,42 @@ class LandmarkCache:
     def metadata(self) -> Optional[dict]:
         """The stored settings, versions and fingerprint, or None for a fresh environment."""
         try:
-            meta = self._db(b"meta")
+            self._db(b"meta")
         except CacheError:
             return None
-        with self._env().begin(db=meta) as txn:
+        with self._reading(b"meta") as txn:
             stored = txn.get(_META_KEY)
         return None if stored is None else json.loads(bytes(stored))
 
     def get(self, key: str) -> Optional[LandmarkRecord]:
         """The record of ``key``, or None when it is not cached. Raises CacheRecordError if damaged."""
-        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+        with self._reading(b"samples", buffers=True) as txn:
             data = txn.get(key.encode())
             return None if data is None else decode_record(data, key)
 
     def num_frames(self, key: str) -> Optional[int]:
         """Frames of a cached record from its header alone, or None when it is not cached."""
-        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+        with self._reading(b"samples", buffers=True) as txn:
             data = txn.get(key.encode())
             return None if data is None else decode_header(data, key)[0]
 
     def __contains__(self, key: str) -> bool:
-        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+        with self._reading(b"samples", buffers=True) as txn:
             return txn.get(key.encode()) is not None
 
     def keys(self) -> Iterator[str]:
-        with self._env().begin(db=self._db(b"samples")) as txn:
+        with self._reading(b"samples") as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
                 yield bytes(key).decode()
 
     def cached(self, keys: Iterable[str]) -> Set[str]:
         """Which of ``keys`` have a record."""
-        with self._env().begin(db=self._db(b"samples"), buffers=True) as txn:
+        with self._reading(b"samples", buffers=True) as txn:
             return {k for k in keys if txn.get(k.encode()) is not None}
 
     def failures(self) -> Dict[str, dict]:
         """key -> {"reason", "time"} for samples whose extraction failed (and has not since succeeded)."""
-        with self._env().begin(db=self._db(b"failures")) as txn:
+        with self._reading(b"failures") as txn:
             return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
 
     # writing

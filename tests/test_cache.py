@@ -88,7 +88,11 @@ def test_other_settings_raise_then_overwrite(tmp_path):
     assert "another cache path" in message and "overwrite=True" in message
     cache = LandmarkCache(tmp_path / "c", other, overwrite=True)
     assert cache.get("a") is None and cache.metadata()["settings"]["min_detection_confidence"] == 0.7
+    cache.put("b", fake_record(2))
     cache.close()
+    # with the settings it holds, overwrite=True keeps the records: rerunning a script resumes
+    assert LandmarkCache(tmp_path / "c", other, overwrite=True).num_frames("b") == 2
+    LandmarkCache(tmp_path / "c", other).close()
 
 
 def test_pickles_without_its_environment(tmp_path):

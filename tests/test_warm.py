@@ -1,0 +1,437 @@
+"""The warm-up job as a user runs it: real MediaPipe, real LMDB files, real worker processes.
+
+Each run is a subprocess (``python -m phoenix_data.warm``), so kill -9 and Ctrl+C hit a real process
+group. Runs use the demo tree (samples of 8-14 frames), mostly one release and split of it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from phoenix_data.cache import LandmarkCache
+from phoenix_data.corpus import SPLITS, find_release, read_release_split
+from phoenix_data.demo import build_demo
+from phoenix_data.extract import ExtractionSettings, LandmarkRecord
+from phoenix_data.frames import list_frames
+from phoenix_data.warm import main
+
+REPO = Path(__file__).resolve().parents[1]
+MULTI = "phoenix-2014-multisigner"
+# What a user reads in metrics.csv; spelled out so that a renamed column fails here.
+METRICS_COLUMNS = ("id", "release", "split", "frames", "seconds", "frames_per_s", "worker_pid",
+                   "pose", "face", "left_hand", "right_hand")
+RUN_TIMEOUT = 240
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def warm_cmd(*args: object) -> List[str]:
+    return [sys.executable, "-m", "phoenix_data.warm", *map(str, args)]
+
+
+def run_warm(*args: object) -> subprocess.CompletedProcess:
+    """Run the job to the end; stderr is a pipe, so the job logs heartbeat lines, not a bar."""
+    return subprocess.run(warm_cmd(*args), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+
+def start_warm(log_dir: Path, *args: object) -> subprocess.Popen:
+    """Start the job in its own process group (as a shell job is), output to files."""
+    out = (log_dir / "stdout.txt").open("w")
+    err = (log_dir / "stderr.txt").open("w")
+    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True)
+
+
+def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
+    """key -> number of PNG frames on disk, for every sample of ``splits`` of ``release``."""
+    rel = find_release(root, release)
+    return {s.key: len(list_frames(s.frames_dir)) for split in splits for s in read_release_split(rel, split)}
+
+
+def raw_records(cache: Path) -> Dict[str, bytes]:
+    """Every record's bytes as stored, read straight from LMDB (no decoding)."""
+    env = lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
+    try:
+        with env.begin() as txn:
+            db = env.open_db(b"samples", txn=txn, create=False)
+            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=db)}
+    finally:
+        env.close()
+
+
+def check_records(cache: Path, expected: Dict[str, int]) -> Dict[str, int]:
+    """Decode each cached record of ``expected`` (checksums included); returns key -> extracting pid."""
+    pids = {}
+    store = LandmarkCache(cache, readonly=True)
+    with store.session():
+        for key, frames in expected.items():
+            record = store.get(key)
+            assert record is not None, f"{key} not cached"
+            assert record.num_frames == frames, f"{key}: {record.num_frames} frames cached, {frames} on disk"
+            assert np.isfinite(record.landmarks).all()
+            pids[key] = record.pid
+    return pids
+
+
+def metrics_rows(report_dir: Path) -> List[Dict[str, str]]:
+    path = report_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as file:
+        return [row for row in csv.DictReader(file) if row.get("right_hand")]  # complete rows only
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def wait_for_rows(proc: subprocess.Popen, report_dir: Path, rows: int, timeout: float = 120) -> None:
+    """Wait until the running job reported ``rows`` extracted samples (each committed before reported)."""
+    deadline = time.monotonic() + timeout
+    while len(metrics_rows(report_dir)) < rows:
+        assert proc.poll() is None, f"the job ended (status {proc.returncode}) before {rows} samples were done"
+        assert time.monotonic() < deadline, f"fewer than {rows} samples done after {timeout} s"
+        time.sleep(0.05)
+
+
+def processes() -> Dict[int, List[str]]:
+    """pid -> [state, ppid, pgrp, ...] from /proc/<pid>/stat, for every process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+    return found
+
+
+def live_in_group(pgid: int) -> List[int]:
+    """Processes of a process group that still run (zombies excluded)."""
+    return [pid for pid, fields in processes().items() if int(fields[2]) == pgid and fields[0] != "Z"]
+
+
+def worker_pids(main_pid: int) -> List[int]:
+    """The job's DataLoader workers: children forked from it (same command line)."""
+    cmdline = Path(f"/proc/{main_pid}/cmdline").read_bytes()
+    children = [pid for pid, fields in processes().items() if int(fields[1]) == main_pid]
+    return [pid for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline]
+
+
+def wait_group_gone(pgid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while live_in_group(pgid):
+        assert time.monotonic() < deadline, f"processes {live_in_group(pgid)} of the job still run"
+        time.sleep(0.1)
+
+
+# --- a full run with two workers, then a second run -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """``--demo`` restricted to one release and split, two workers; stderr to a file (not a terminal)."""
+    demo = tmp_path_factory.mktemp("demo-run")
+    err_path = demo.parent / f"{demo.name}-stderr.txt"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(warm_cmd("--demo", "--demo-dir", demo, "--release", "multisigner", "--split",
+                                         "train", "--workers", 2, "--heartbeat", 0),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        proc.stdout_text = proc.communicate(timeout=RUN_TIMEOUT)[0]
+    return {"demo": demo, "cache": demo / "cache", "proc": proc, "stderr": err_path.read_text()}
+
+
+def test_demo_run_fills_the_cache(first_run):
+    proc, cache = first_run["proc"], first_run["cache"]
+    assert proc.returncode == 0, first_run["stderr"][-3000:]
+    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+    assert len(expected) == 3
+    check_records(cache, expected)
+    assert set(raw_records(cache)) == set(expected)  # one release, one split: nothing else
+    assert f"Cache:     {cache}" in proc.stdout_text
+    assert f"Demo tree: {first_run['demo']}" in proc.stdout_text
+    assert proc.stdout_text.startswith("Warm-up done: 3 samples: 3 extracted, 0 already cached, 0 failed")
+
+
+def test_demo_run_writes_summary_and_metrics(first_run):
+    cache = first_run["cache"]
+    summary = read_json(cache / "summary.json")
+    assert summary["counts"] == {"total": 3, "extracted": 3, "cached": 0, "failed": 0, "remaining": 0}
+    assert summary["frames_extracted"] == sum(expected_frames(first_run["demo"], MULTI, ["train"]).values())
+    assert summary["wall_seconds"] > 0 and summary["worker_cpu_seconds"] > 0
+    assert summary["speedup"] == pytest.approx(summary["worker_cpu_seconds"] / summary["wall_seconds"], rel=0.01)
+    spread = summary["per_sample_frames_per_s"]
+    assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    assert summary["workers"] == 2 and summary["main_pid"] == first_run["proc"].pid
+    assert set(summary["versions"]) == {"phoenix_data", "mediapipe", "torch", "python"}
+    assert summary["settings_fingerprint"] == ExtractionSettings().fingerprint()
+    # The demo frames show a person (pose and face), no hands.
+    assert summary["detection_rates"] == {"pose": 1.0, "face": 1.0, "left_hand": 0.0, "right_hand": 0.0}
+    assert summary["interrupted"] is False and summary["exit_status"] == 0
+    assert read_json(cache / "failed_samples.json") == []
+
+    rows = metrics_rows(cache)
+    assert set(METRICS_COLUMNS) <= set(rows[0])
+    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+    assert {f"{r['release']}/{r['split']}/{r['id']}": int(r["frames"]) for r in rows} == expected
+    for row in rows:
+        assert float(row["frames_per_s"]) == pytest.approx(int(row["frames"]) / float(row["seconds"]), rel=0.02)
+        assert float(row["pose"]) == 1.0 and float(row["left_hand"]) == 0.0
+    assert set(summary["peak_rss_mb_per_worker"]) == {r["worker_pid"] for r in rows}
+    assert all(mb > 50 for mb in summary["peak_rss_mb_per_worker"].values())
+
+
+def test_two_workers_extract_outside_the_main_process(first_run):
+    cache = first_run["cache"]
+    main_pid = read_json(cache / "summary.json")["main_pid"]
+    pids = set(check_records(cache, expected_frames(first_run["demo"], MULTI, ["train"])).values())
+    assert main_pid not in pids
+    assert 1 <= len(pids) <= 2
+
+
+def test_heartbeat_lines_when_stderr_is_a_file(first_run):
+    stderr = first_run["stderr"]
+    assert "\r" not in stderr
+    assert "[warm] 3 samples" in stderr and "0 cached" in stderr and "3 to do" in stderr  # the start line
+    beats = [line for line in stderr.splitlines() if line.startswith("[warm] ") and "samples/s" in line]
+    assert [b.split()[1] for b in beats] == ["1/3", "2/3", "3/3"]  # --heartbeat 0: one per sample
+    assert all("frames/s" in b and "ETA" in b and "failed" in b for b in beats)
+
+
+def test_second_run_extracts_nothing(first_run, tmp_path):
+    cache = first_run["cache"]
+    before = raw_records(cache)
+    proc = run_warm("--root", first_run["demo"], "--cache", cache, "--release", "multisigner",
+                    "--split", "train", "--workers", 2, "--report-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["counts"] == {"total": 3, "extracted": 0, "cached": 3, "failed": 0, "remaining": 0}
+    assert "3 cached, 0 failed before (not retried), 0 to do" in proc.stderr
+    assert summary["sent_to_workers"] == 0
+    assert summary["peak_rss_mb_per_worker"] == {} and summary["worker_cpu_seconds"] == 0  # no worker ran
+    assert metrics_rows(tmp_path) == []
+    assert raw_records(cache) == before
+
+
+# --- interruptions -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """A demo tree the tests only read."""
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out)
+    return out
+
+
+def test_kill_9_mid_run_then_rerun_completes(demo, tmp_path):
+    cache = tmp_path / "cache"
+    expected = {k: n for rel in (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
+                for k, n in expected_frames(demo, rel).items()}
+    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--workers", 2, "--heartbeat", 0)
+    wait_for_rows(proc, cache, 2)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    wait_group_gone(proc.pid)  # orphaned workers finish the sample they hold, then leave
+    before = raw_records(cache)
+    assert 2 <= len(before) < len(expected), "the kill came too late to test a resume"
+    check_records(cache, {k: expected[k] for k in before})  # no partial or damaged record
+    rows_before = len(metrics_rows(cache))
+
+    rerun = run_warm("--root", demo, "--cache", cache, "--workers", 2)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = read_json(cache / "summary.json")
+    assert summary["counts"] == {"total": len(expected), "extracted": len(expected) - len(before),
+                                 "cached": len(before), "failed": 0, "remaining": 0}
+    after = raw_records(cache)
+    assert set(after) == set(expected)
+    assert {k: after[k] for k in before} == before  # not extracted again: byte-identical, same pid
+    rerun_keys = {f"{r['release']}/{r['split']}/{r['id']}" for r in metrics_rows(cache)[rows_before:]}
+    assert rerun_keys == set(expected) - set(before)
+    check_records(cache, expected)
+
+
+def _interrupt(demo: Path, tmp_path: Path, second: bool) -> subprocess.Popen:
+    """Start a run of one release, wait for one committed sample, press Ctrl+C (twice if ``second``)."""
+    proc = start_warm(tmp_path, "--root", demo, "--cache", tmp_path / "cache", "--release", "multisigner",
+                      "--workers", 2, "--heartbeat", 0)
+    wait_for_rows(proc, tmp_path / "cache", 1)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C reaches the whole group, workers too
+    if second:
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    return proc
+
+
+def _rerun_completes(demo: Path, cache: Path) -> None:
+    rerun = run_warm("--root", demo, "--cache", cache, "--release", "multisigner", "--workers", 2)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    counts = read_json(cache / "summary.json")["counts"]
+    assert counts["extracted"] + counts["cached"] == counts["total"] == 7
+    check_records(cache, expected_frames(demo, MULTI))
+
+
+def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo, tmp_path):
+    proc = _interrupt(demo, tmp_path, second=False)
+    assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
+    wait_group_gone(proc.pid, timeout=15)
+    cache = tmp_path / "cache"
+    summary = read_json(cache / "summary.json")
+    assert summary["interrupted"] is True and summary["exit_status"] == 130
+    assert summary["counts"]["remaining"] > 0
+    done = raw_records(cache)
+    assert summary["counts"]["extracted"] == len(done)  # what finished is kept, and counted
+    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
+    assert "rerun the same command" in (tmp_path / "stdout.txt").read_text()
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+    _rerun_completes(demo, cache)
+
+
+def test_second_ctrl_c_exits_at_once_without_harm(demo, tmp_path):
+    proc = _interrupt(demo, tmp_path, second=True)
+    assert proc.returncode == 130
+    assert "second Ctrl+C" in (tmp_path / "stderr.txt").read_text()
+    wait_group_gone(proc.pid)
+    cache = tmp_path / "cache"
+    done = raw_records(cache)
+    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
+    _rerun_completes(demo, cache)
+
+
+def test_killed_worker_stops_the_run_then_rerun_completes(demo, tmp_path):
+    cache = tmp_path / "cache"
+    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--release", "multisigner",
+                      "--workers", 2, "--heartbeat", 0)
+    wait_for_rows(proc, cache, 1)
+    workers = worker_pids(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    assert proc.wait(timeout=60) == 3, (tmp_path / "stderr.txt").read_text()[-3000:]
+    wait_group_gone(proc.pid)
+    summary = read_json(cache / "summary.json")
+    assert summary["exit_status"] == 3 and summary["interrupted"] is False
+    assert "DataLoader worker" in summary["aborted"] and str(workers[0]) in summary["aborted"]
+    assert summary["counts"]["remaining"] > 0
+    assert "rerun the same command" in (tmp_path / "stdout.txt").read_text()
+    done = raw_records(cache)
+    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
+    _rerun_completes(demo, cache)
+
+
+def test_overwrite_discards_only_a_cache_of_other_settings(demo, tmp_path):
+    cache = tmp_path / "cache"
+    old = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3))
+    with old.session():
+        old.put("old/settings/record", LandmarkRecord(np.zeros((2, 543, 3), np.float32),
+                                                      np.zeros((2, 543), np.float32), width=210, height=260))
+    args = ("--root", demo, "--cache", cache, "--release", "multisigner", "--split", "dev", "--workers", 1)
+    refused = run_warm(*args)
+    assert refused.returncode == 2
+    assert "other extraction settings" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    discarded = run_warm(*args, "--overwrite")
+    assert discarded.returncode == 0, discarded.stderr[-3000:]
+    assert set(raw_records(cache)) == set(expected_frames(demo, MULTI, ["dev"]))
+    kept = run_warm(*args, "--overwrite")  # same settings now: the same command resumes, discards nothing
+    assert kept.returncode == 0
+    assert read_json(cache / "summary.json")["counts"]["cached"] == 2
+
+
+# --- bad samples ---------------------------------------------------------------------------------------
+
+def _break_samples(tree: Path):
+    """Demo train samples of multisigner: one with a corrupt PNG, one with no frames, one with a black frame."""
+    samples = read_release_split(find_release(tree, "multisigner"), "train")
+    corrupt, empty, nobody = samples
+    corrupt_png = list_frames(corrupt.frames_dir)[3]
+    good_bytes = corrupt_png.read_bytes()
+    corrupt_png.write_bytes(b"not a png at all")
+    for png in list_frames(empty.frames_dir):
+        png.unlink()
+    black = np.zeros((260, 210, 3), np.uint8)  # MediaPipe finds nobody here: no failure
+    cv2.imwrite(str(list_frames(nobody.frames_dir)[0]), black)
+    return samples, corrupt_png, good_bytes
+
+
+def test_failures_are_listed_and_retried_on_request(tmp_path):
+    build_demo(tmp_path / "tree")
+    (corrupt, empty, nobody), corrupt_png, good_bytes = _break_samples(tmp_path / "tree")
+    args = ("--root", tmp_path / "tree", "--cache", tmp_path / "cache", "--release", "multisigner",
+            "--split", "train", "--workers", 2)
+
+    first = run_warm(*args)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "failed_samples.json" in first.stdout
+    failed = {f["key"]: f for f in read_json(tmp_path / "cache" / "failed_samples.json")}
+    assert set(failed) == {corrupt.key, empty.key}
+    assert "cannot be decoded" in failed[corrupt.key]["reason"]
+    assert corrupt_png.name in failed[corrupt.key]["reason"]
+    assert "holds no PNG frames" in failed[empty.key]["reason"]
+    assert all(f["failed_this_run"] for f in failed.values())
+    check_records(tmp_path / "cache", {nobody.key: len(list_frames(nobody.frames_dir))})
+    assert set(raw_records(tmp_path / "cache")) == {nobody.key}
+    rows = metrics_rows(tmp_path / "cache")
+    found = 1 - 1 / len(list_frames(nobody.frames_dir))  # all frames but the black one
+    assert [(float(r["pose"]), float(r["face"])) for r in rows] == [pytest.approx((found, found), abs=1e-3)]
+
+    allowed = run_warm(*args, "--allow-failures")  # failed before: not retried, still listed
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    summary = read_json(tmp_path / "cache" / "summary.json")
+    assert summary["counts"] == {"total": 3, "extracted": 0, "cached": 1, "failed": 2, "remaining": 0}
+    listed = read_json(tmp_path / "cache" / "failed_samples.json")
+    assert {f["key"] for f in listed} == {corrupt.key, empty.key}
+    assert not any(f["failed_this_run"] for f in listed)
+
+    corrupt_png.write_bytes(good_bytes)
+    retried = run_warm(*args[:-2], "--workers", 0, "--retry-failed")
+    assert retried.returncode == 1
+    summary = read_json(tmp_path / "cache" / "summary.json")
+    assert summary["counts"] == {"total": 3, "extracted": 1, "cached": 1, "failed": 1, "remaining": 0}
+    listed = read_json(tmp_path / "cache" / "failed_samples.json")
+    assert [(f["key"], f["failed_this_run"]) for f in listed] == [(empty.key, True)]
+    pids = check_records(tmp_path / "cache", {corrupt.key: len(list_frames(corrupt.frames_dir))})
+    assert pids[corrupt.key] == summary["main_pid"]  # --workers 0: extracted in the main process
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, says", [
+    (["--split", "tran"], ["invalid choice: 'tran'", "'train'", "'dev'", "'test'", "'all'"]),
+    (["--workers", "-1"], ["--workers", "'-1'", ">= 0"]),
+    (["--release", "nope"], ["Unknown release 'nope'", "multisigner"]),
+])
+def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, says, demo):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--root", str(demo), "--cache", str(tmp_path / "cache"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(s in err for s in says), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_missing_root_exits_2_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--root", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "cache")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}" in err and "is not a directory" in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_script_is_a_thin_entry_point():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "warm_cache.py"), "--root", "/nonexistent"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 2
+    assert "--cache CACHE are required" in proc.stderr and "Traceback" not in proc.stderr
