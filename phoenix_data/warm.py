@@ -703,6 +703,9 @@ def report_lines(outcome: WarmOutcome, demo_root: Optional[Path]) -> List[str]:
     if s["aborted"]:
         lines.append(f"Cause: {s['aborted']}. If a worker keeps dying, lower --workers (memory) "
                      "or use --workers 0 to see the error.")
+    if demo_root is not None and outcome.exit_status == 0:
+        lines.append(f"Next:      phoenix-dataset --root {demo_root / 'PHOENIX-2014-T-release-v3'} "
+                     f"--cache {s['cache']} --verify")
     return lines
 
 
