@@ -18,14 +18,15 @@ def collate_ctc(items: Sequence[Dict]) -> Dict:
     """
     if not items:
         raise ValueError("collate_ctc got an empty batch.")
-    lengths = torch.tensor([int(item["num_frames"]) for item in items], dtype=torch.long)
+    # from the tensors, not item["num_frames"]: a transform may have dropped or resampled frames
+    lengths = torch.tensor([int(item["landmarks"].shape[0]) for item in items], dtype=torch.long)
     t_max = int(lengths.max())
     first = items[0]["landmarks"]
     landmarks = first.new_zeros((len(items), t_max) + tuple(first.shape[1:]))
     confidence = items[0]["confidence"].new_zeros((len(items), t_max) + tuple(first.shape[1:2]))
-    for b, item in enumerate(items):
-        landmarks[b, : item["num_frames"]] = item["landmarks"]
-        confidence[b, : item["num_frames"]] = item["confidence"]
+    for b, (item, length) in enumerate(zip(items, lengths.tolist())):
+        landmarks[b, :length] = item["landmarks"]
+        confidence[b, :length] = item["confidence"]
     targets = [torch.as_tensor(item["glosses"], dtype=torch.long) for item in items]
     return {
         "landmarks": landmarks,

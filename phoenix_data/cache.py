@@ -6,9 +6,10 @@ One LMDB environment holds three named databases:
 - ``failures``: sample key -> JSON ``{"reason": ..., "time": ...}`` for samples that could not be extracted;
 - ``meta``: the extraction settings, their fingerprint and versions the records were made with.
 
-Storage: landmarks as float16 (x, y error below 0.0005 of the image size, i.e. <0.13 px on 260 px),
-pose visibility as uint8 (error <= 1/510), face and hand presence as one byte per part and frame:
-3,294 bytes per frame against 6,516 for the float32 landmarks alone.
+Storage: landmarks as float16 (relative error 2**-11: <0.06 px for in-frame points of a 210x260
+frame, 0.25 px measured on off-screen pose points), pose visibility as uint8 (error <= 1/510), face
+and hand presence as one byte per part and frame: 3,295 bytes per frame against 6,516 for the
+float32 landmarks alone.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ _RECORD_VERSION = 1
 # magic, version, frames, points, width, height, extracting pid, seconds, crc32 of the payload
 _HEADER = struct.Struct("<4sHIHHHIfI")
 _META_KEY = b"identity"
+_REPAIR = "Re-extract it: phoenix-warm-cache --repair checks every record and re-extracts damaged ones."
 
 
 class CacheError(RuntimeError):
@@ -74,7 +76,7 @@ def decode_header(data: Union[bytes, memoryview], key: str) -> Tuple[int, ...]:
     """(frames, points, width, height, pid, seconds, crc) of a record, checked against its length."""
     if len(data) < _HEADER.size:
         raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes, shorter than a header; "
-                               "it is truncated or not a phoenix_data record. Delete it or re-extract.")
+                               "it is truncated or not a phoenix_data record. " + _REPAIR)
     magic, version, t, n, w, h, pid, seconds, crc = _HEADER.unpack_from(data)
     if magic != _MAGIC or version != _RECORD_VERSION:
         raise CacheRecordError(f"cache record of {key!r} is not a phoenix_data v{_RECORD_VERSION} record "
@@ -82,7 +84,7 @@ def decode_header(data: Union[bytes, memoryview], key: str) -> Tuple[int, ...]:
     expected = _HEADER.size + _payload_size(t, n)
     if len(data) != expected:
         raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes; its header promises "
-                               f"{expected} ({t} frames x {n} points): truncated or damaged. Re-extract it.")
+                               f"{expected} ({t} frames x {n} points): truncated or damaged. " + _REPAIR)
     return t, n, w, h, pid, seconds, crc
 
 
@@ -91,7 +93,7 @@ def decode_record(data: Union[bytes, memoryview], key: str) -> LandmarkRecord:
     t, n, w, h, pid, seconds, crc = decode_header(data, key)
     payload = memoryview(data)[_HEADER.size:]
     if zlib.crc32(payload) != crc:
-        raise CacheRecordError(f"cache record of {key!r} fails its checksum: damaged. Re-extract it.")
+        raise CacheRecordError(f"cache record of {key!r} fails its checksum: damaged. " + _REPAIR)
     try:
         slices = part_slices(n)
     except ValueError as exc:
@@ -109,17 +111,28 @@ def decode_record(data: Union[bytes, memoryview], key: str) -> LandmarkRecord:
 
 # --- per-process environments ---------------------------------------------------------------
 
+def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
+    if not readonly:
+        return lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), readahead=False, max_readers=512)
+    # A reader takes part in LMDB's locking (so a writer never reuses pages it reads) wherever the
+    # writer's lock file is there to use; a finished cache shipped without one, or on a read-only
+    # disk, is read without locks: no writer can be at work there.
+    lock_file = path / "lock.mdb"
+    locked = lock_file.is_file() and os.access(lock_file, os.W_OK)
+    return lmdb.open(str(path), readonly=True, lock=locked, max_dbs=len(_DBS), readahead=False)
+
+
 class _Handle:
     """One process's open environment and its named databases."""
 
     def __init__(self, path: Path, readonly: bool, map_size: int) -> None:
         self.pid = os.getpid()
-        if readonly:
-            # lock=False: a finished cache on a read-only disk has no lock file to write.
-            self.env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(_DBS), readahead=False)
-        else:
-            self.env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), readahead=False,
-                                 max_readers=512)
+        try:
+            self.env = _open_env(path, readonly, map_size)
+        except lmdb.Error as exc:
+            hint = ("" if readonly else " If it is a finished cache on a read-only disk, open it with "
+                    "readonly=True.")
+            raise CacheError(f"cannot open the cache {path}: {exc}.{hint}") from None
         self.dbs: Dict[bytes, object] = {}
         self.readonly = readonly
 
@@ -179,12 +192,25 @@ def close_process_handles(path: Path) -> None:
 
 
 def _drop_inherited(handle: _Handle) -> None:
-    """Let go of an environment a parent held open across fork() (the library avoids that, but a
-    user may read with num_workers=0 before starting workers). It is never used here; closing it
-    unmaps it and clears only this process's reader slots (LMDB keys them on getpid()), and lets
-    py-lmdb open the files again in this process."""
-    log.debug("pid %d: closing an LMDB environment inherited from pid %d", os.getpid(), handle.pid)
+    """Let go of an environment a parent held open across a fork that skipped the at-fork hook
+    below (only a raw fork from C does). Closing it lets py-lmdb open the files again here."""
+    log.warning("pid %d: closing an LMDB environment inherited from pid %d", os.getpid(), handle.pid)
     handle.env.close()
+
+
+def _close_before_fork() -> None:
+    """Close this process's environments before it forks (DataLoader workers, multiprocessing).
+
+    An environment must not cross fork(): a child that used or even closed it would clear the
+    parent's reader slot, and a writer could then reuse pages the parent is reading. Handles
+    reopen lazily on their next use, in the parent and in each child.
+    """
+    for key in [k for k, h in _HANDLES.items() if h.pid == os.getpid()]:
+        _HANDLES.pop(key).env.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_before_fork)
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -329,6 +355,25 @@ class LandmarkCache:
         with self._reading(b"samples", buffers=True) as txn:
             return {k for k in keys if txn.get(k.encode()) is not None}
 
+    def check_records(self, keys: Iterable[str], full: bool = False) -> Tuple[Set[str], Dict[str, str]]:
+        """(keys whose record reads back, {key: why not} of damaged ones); missing keys are in neither.
+
+        Checks each record's header against its length; ``full`` decodes it too (checksum included).
+        """
+        good, damaged = set(), {}
+        check = decode_record if full else decode_header
+        with self._reading(b"samples", buffers=True) as txn:
+            for key in keys:
+                data = txn.get(key.encode())
+                if data is None:
+                    continue
+                try:
+                    check(data, key)
+                    good.add(key)
+                except CacheRecordError as exc:
+                    damaged[key] = str(exc)
+        return good, damaged
+
     def failures(self) -> Dict[str, dict]:
         """key -> {"reason", "time"} for samples whose extraction failed (and has not since succeeded)."""
         with self._reading(b"failures") as txn:
@@ -346,9 +391,17 @@ class LandmarkCache:
         """
         self._require_writable()
         data = encode_record(record)
-        samples, failures = self._db(b"samples"), self._db(b"failures")
+        samples, failures, meta = self._db(b"samples"), self._db(b"failures"), self._db(b"meta")
+        fingerprint = self.settings.fingerprint()
 
         def write(txn):
+            # Checked in the same commit: another process may have overwritten the cache for
+            # other settings since this one was opened.
+            stored = json.loads(bytes(txn.get(_META_KEY, b"{}", db=meta)))
+            if stored.get("fingerprint") != fingerprint:
+                raise CacheError(f"cache {self.path} now holds records of other extraction settings "
+                                 f"(fingerprint {stored.get('fingerprint')}, this process {fingerprint}): "
+                                 "another process overwrote it. Use a cache path of your own.")
             txn.put(key.encode(), data, db=samples)
             txn.delete(key.encode(), db=failures)
 
@@ -360,11 +413,6 @@ class LandmarkCache:
         value = json.dumps({"reason": reason, "time": time.time()}).encode()
         failures = self._db(b"failures")
         self._with_map_retry(lambda txn: txn.put(key.encode(), value, db=failures))
-
-    def delete(self, key: str) -> bool:
-        self._require_writable()
-        samples = self._db(b"samples")
-        return bool(self._with_map_retry(lambda txn: txn.delete(key.encode(), db=samples)))
 
     def close(self) -> None:
         """Close this process's environment (before forking workers, for instance)."""

@@ -167,6 +167,9 @@ def check_cache(path: Path, settings: ExtractionSettings, scans: Sequence[SplitS
                 verify: bool) -> CacheReport:
     """Coverage and detection per split; every record is decoded, and with ``verify`` checked too."""
     cache = open_cache(path, settings)
+    if cache is None and verify:
+        raise CheckError(f"--verify: no cache at {path} (no data.mdb) to verify; check the --cache path, "
+                         "or build the cache first (phoenix-warm-cache).")
     if cache is None:
         empty = [CacheSplit(s.split, len(s.samples), [], {}, np.zeros(len(PARTS) + 1, int)) for s in scans]
         return CacheReport(path, settings, False, empty, verify)

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Union
 import torch
 from torch.utils.data import Dataset
 
-from .cache import LandmarkCache
+from .cache import CacheRecordError, LandmarkCache
 from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractionSettings, LandmarkRecord, get_extractor
 from .frames import FramesError, list_frames, read_frames_rgb
@@ -76,6 +76,8 @@ class PhoenixLandmarks(Dataset):
             read_release_split(self.release, "train"))
         self.transform = transform
         self.settings = settings if settings is not None else ExtractionSettings()
+        if not readonly:
+            self.settings.check_model_installed()  # now, not as a failure of every sample in the workers
         self.cache = LandmarkCache(cache, self.settings, readonly=readonly, overwrite=overwrite)
 
     def __len__(self) -> int:
@@ -100,14 +102,15 @@ class PhoenixLandmarks(Dataset):
                                   "warm it first (phoenix-warm-cache) or open the dataset with readonly=False.")
         return self.cache.put(sample.key, extract_sample(sample, self.settings))
 
-    def ensure_cached(self, index: int, retry_failed: bool = True) -> SampleStatus:
+    def ensure_cached(self, index: int, retry_failed: bool = True, verify: bool = False) -> SampleStatus:
         """Extract and store sample ``index`` unless cached; report what happened, never raise on bad data.
 
         Frames that are missing, empty or undecodable, or an error inside MediaPipe, are recorded in
         the cache's failures with the reason. A frame where MediaPipe finds nobody is no failure.
+        A damaged record (header check; ``verify``: whole record and checksum) is extracted again.
         """
         sample = self.samples[index]
-        frames = self.cache.num_frames(sample.key)
+        frames = self._cached_frames(sample.key, verify)
         if frames is not None:
             return SampleStatus(index, sample.key, "cached", frames=frames)
         if not retry_failed and sample.key in self.cache.failures():
@@ -123,12 +126,31 @@ class PhoenixLandmarks(Dataset):
         return SampleStatus(index, sample.key, "extracted", frames=record.num_frames,
                             seconds=record.seconds, detection=record.detection_rates())
 
+    def _cached_frames(self, key: str, verify: bool) -> Optional[int]:
+        try:
+            if not verify:
+                return self.cache.num_frames(key)
+            record = self.cache.get(key)
+            return None if record is None else record.num_frames
+        except CacheRecordError as exc:
+            log.warning("re-extracting a damaged record: %s", exc)
+            return None
+
     # lengths, for the bucketed sampler
     def num_frames(self, index: int) -> int:
-        """Frames of sample ``index``: from the cache header, else by counting its frame files."""
+        """Frames of sample ``index``: from the cache header, else by counting its frame files.
+
+        0 for an uncached sample whose frames cannot be listed (reading it will raise, naming why).
+        """
         sample = self.samples[index]
         cached = self.cache.num_frames(sample.key)
-        return cached if cached is not None else len(list_frames(sample.frames_dir))
+        if cached is not None:
+            return cached
+        try:
+            return len(list_frames(sample.frames_dir))
+        except FramesError as exc:
+            log.warning("sample %s: %s", sample.key, exc)
+            return 0
 
     def lengths(self) -> List[int]:
         with self.cache.session():

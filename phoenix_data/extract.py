@@ -150,11 +150,11 @@ class HolisticExtractor:
     """One MediaPipe Holistic, built on first use; not to be shared between threads."""
 
     def __init__(self, settings: ExtractionSettings) -> None:
+        settings.check_model_installed()  # a setting problem, not any one sample's
         self.settings = settings
         self._holistic = None
 
     def _build(self):
-        self.settings.check_model_installed()
         import mediapipe as mp  # noqa: PLC0415 - heavy, and only extracting processes need it
 
         s = self.settings
@@ -171,6 +171,13 @@ class HolisticExtractor:
         if self._holistic is None:
             self._holistic = self._build()
         self._holistic.reset()  # tracking state must not carry over from the previous video
+        try:
+            return self._extract_video(frames)
+        except BaseException:
+            self.close()  # a graph that raised may be left broken: the next video builds a new one
+            raise
+
+    def _extract_video(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
         start = time.perf_counter()
         rows, confs, size = [], [], None
         for index, frame in enumerate(frames):

@@ -32,6 +32,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
-from .cache import CacheError, LandmarkCache, has_process_handle
+from .cache import CacheError, LandmarkCache
 from .corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release
 from .dataset import PhoenixLandmarks, SampleStatus
 from .extract import PARTS, ExtractionSettings, holistic_builds, mediapipe_version
@@ -118,6 +119,7 @@ class WarmOptions:
     retry_failed: bool = False
     allow_failures: bool = False
     overwrite: bool = False
+    repair: bool = False  # decode every cached record (checksums too); re-extract damaged ones
     heartbeat: float = DEFAULT_HEARTBEAT_SECONDS
     progress_bar: Optional[bool] = None
     settings: ExtractionSettings = field(default_factory=ExtractionSettings)
@@ -184,8 +186,10 @@ def make_plan(options: WarmOptions) -> WarmPlan:
                 for rel in releases for split in release_splits(rel, options.split)]
     keys = [sample.key for dataset in datasets for sample in dataset.samples]
     with cache.session():  # closed again: an LMDB env must not cross the workers' fork()
-        cached = cache.cached(keys)
+        cached, damaged = cache.check_records(keys, full=options.repair)
         failures = {k: v.get("reason", "") for k, v in cache.failures().items() if k not in cached}
+    for key, reason in damaged.items():
+        log.warning("[warm] damaged record, extracting again: %s", reason)
     skip_failed = {} if options.retry_failed else failures
     tasks = [(d, i) for d, dataset in enumerate(datasets) for i, sample in enumerate(dataset.samples)
              if sample.key not in cached and sample.key not in skip_failed]
@@ -208,10 +212,11 @@ class TaskResult:
 class WarmTasks(Dataset):
     """The samples to extract as a Dataset: item ``i`` extracts and stores one sample, returns a TaskResult."""
 
-    def __init__(self, plan: WarmPlan, retry_failed: bool) -> None:
+    def __init__(self, plan: WarmPlan, retry_failed: bool, verify: bool = False) -> None:
         self.datasets = plan.datasets
         self.tasks = plan.tasks
         self.retry_failed = retry_failed
+        self.verify = verify
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -219,7 +224,7 @@ class WarmTasks(Dataset):
     def __getitem__(self, task: int) -> TaskResult:
         dataset, index = self.tasks[task]
         cpu = time.process_time()
-        status = self.datasets[dataset].ensure_cached(index, retry_failed=self.retry_failed)
+        status = self.datasets[dataset].ensure_cached(index, retry_failed=self.retry_failed, verify=self.verify)
         cpu = time.process_time() - cpu
         return TaskResult(task, status, cpu, _max_rss_mb())
 
@@ -241,17 +246,28 @@ def _as_is(result: TaskResult) -> TaskResult:
 # --- progress --------------------------------------------------------------------------------------
 
 class Progress:
-    """A tqdm bar on a terminal; otherwise a heartbeat line every ``heartbeat`` seconds (no '\\r')."""
+    """A tqdm bar on a terminal; otherwise a heartbeat line every ``heartbeat`` seconds (no '\\r').
+
+    The heartbeat comes from a thread of its own, so it also beats while a long sample is under way.
+    Create it after the workers have forked: a process should not fork while it runs threads.
+    """
 
     def __init__(self, total: int, heartbeat: float, bar: bool) -> None:
         self.total, self.heartbeat = total, heartbeat
         self.done = self.failed = self.frames = 0
-        self.started = self._last_beat = time.monotonic()
-        self._bar = None
+        self.started = time.monotonic()
+        self._bar, self._stop, self._beat = None, threading.Event(), None
         if bar and total:
             from tqdm import tqdm  # noqa: PLC0415 - only a terminal needs it
 
             self._bar = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
+        elif total and heartbeat > 0:
+            self._beat = threading.Thread(target=self._beat_loop, name="warm-heartbeat", daemon=True)
+            self._beat.start()
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            log.info("%s", self.line())
 
     def update(self, result: TaskResult) -> None:
         self.done += 1
@@ -260,8 +276,7 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(f"{self.frames_per_s:.1f} frames/s, {self.failed} failed", refresh=False)
             self._bar.update(1)
-        elif time.monotonic() - self._last_beat >= self.heartbeat:
-            self._last_beat = time.monotonic()
+        elif self.heartbeat <= 0:  # --heartbeat 0: a line per sample
             log.info("%s", self.line())
 
     @property
@@ -284,6 +299,10 @@ class Progress:
             log.warning("%s", message)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            log.info("%s", self.line())  # the final figures, whenever the last beat was
         if self._bar is not None:
             self._bar.close()
 
@@ -315,16 +334,16 @@ def run_tasks(plan: WarmPlan, options: WarmOptions, metrics: "MetricsWriter") ->
     if not plan.tasks:
         return state
     _check_nothing_to_inherit(plan, options.workers)
-    loader = DataLoader(WarmTasks(plan, options.retry_failed), batch_size=None, num_workers=options.workers,
+    loader = DataLoader(WarmTasks(plan, options.retry_failed, options.repair), batch_size=None, num_workers=options.workers,
                         collate_fn=_as_is, worker_init_fn=_ignore_sigint if options.workers else None,
                         timeout=RESULT_TIMEOUT_SECONDS if options.workers else 0,
                         in_order=False)  # results as they finish: progress is true, no worker waits
     bar = sys.stderr.isatty() if options.progress_bar is None else options.progress_bar
-    progress = Progress(len(plan.tasks), options.heartbeat, bar)
-    started, batches = time.monotonic(), None
+    started, batches, progress = time.monotonic(), None, None
     try:
         with _sigint_ignored():  # workers fork with SIGINT ignored, so no Ctrl+C lands before their init
             batches = iter(loader)
+        progress = Progress(len(plan.tasks), options.heartbeat, bar)  # after the fork: it may run a thread
         for result in batches:
             state.results.append(result)
             metrics.write(plan, result)
@@ -336,7 +355,8 @@ def run_tasks(plan: WarmPlan, options: WarmOptions, metrics: "MetricsWriter") ->
     except Exception as exc:  # noqa: BLE001 - a dead worker, a hang, an unexpected error: report, then stop
         state.aborted = f"{type(exc).__name__}: {exc}"
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         if state.interrupted:
             log.warning("[warm] Ctrl+C: taking no new samples; stopping the workers (Ctrl+C again quits at once)")
         if state.aborted:
@@ -347,10 +367,12 @@ def run_tasks(plan: WarmPlan, options: WarmOptions, metrics: "MetricsWriter") ->
 
 
 def _check_nothing_to_inherit(plan: WarmPlan, workers: int) -> None:
-    """Workers fork from this process: an open LMDB env or a built Holistic here would break them."""
-    if workers and (has_process_handle(plan.cache.path) or holistic_builds()):
-        raise RuntimeError("the warm-up's main process holds an open cache or a MediaPipe Holistic before "
-                           "its workers fork; that breaks them. This is a bug in phoenix_data: please report it.")
+    """Workers fork from this process: a built Holistic here would break them (LMDB handles close
+    themselves before any fork)."""
+    if workers and holistic_builds():
+        raise RuntimeError("this process built a MediaPipe Holistic (it extracted a sample itself) before the "
+                           "warm-up forks its workers, which that would break. Run the warm-up in a fresh "
+                           "process, or with workers=0.")
 
 
 @contextlib.contextmanager
@@ -631,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--allow-failures", action="store_true", help="exit 0 even when samples failed")
     how.add_argument("--overwrite", action="store_true",
                      help="discard a cache made with other extraction settings")
+    how.add_argument("--repair", action="store_true",
+                     help="decode every cached record (checksums too) and extract damaged ones again; "
+                          "without it a rerun checks each record's header only")
     how.add_argument("--report-dir", type=Path, help="where summary.json, metrics.csv and "
                                                       "failed_samples.json go (default: the cache directory)")
     how.add_argument("--heartbeat", type=_seconds, default=DEFAULT_HEARTBEAT_SECONDS,
@@ -653,7 +678,8 @@ def options_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     return WarmOptions(root=root, cache=cache, split=args.split, release=args.release,
                        workers=default_workers() if args.workers is None else args.workers,
                        report_dir=args.report_dir, retry_failed=args.retry_failed,
-                       allow_failures=args.allow_failures, overwrite=args.overwrite, heartbeat=args.heartbeat)
+                       allow_failures=args.allow_failures, overwrite=args.overwrite, repair=args.repair,
+                       heartbeat=args.heartbeat)
 
 
 def _build_demo(demo_dir: Optional[Path]) -> Path:
@@ -713,9 +739,18 @@ def _prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Tuple
     """Options and plan, or a one-line error and exit status 2 for input the user can fix."""
     try:
         options = options_from_args(parser, args)
-        return options, make_plan(options)
+        plan = make_plan(options)
+        _check_report_dir(options.reports)
+        return options, plan
     except (CorpusError, CacheError, FileExistsError, OSError, lmdb.Error) as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
+
+
+def _check_report_dir(reports: Path) -> None:
+    """Fail before any work when the reports cannot be written, not after hours of extraction."""
+    reports.mkdir(parents=True, exist_ok=True)
+    if not os.access(reports, os.W_OK):
+        raise OSError(f"report folder {reports} is not writable; pass --report-dir DIR.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -48,3 +48,11 @@ def test_sampler_drop_last_and_no_shuffle():
     assert len(sampler) == 2 and all(len(b) == 2 for b in sampler) and len(list(sampler)) == 2
     ordered = LengthBucketBatchSampler([5, 1, 3, 2, 4], batch_size=2, shuffle=False)
     assert list(ordered) == [[1, 3], [2, 4], [0]]
+
+
+def test_collate_takes_lengths_from_the_tensors():
+    """A transform that drops frames may leave num_frames as it was; the tensors decide."""
+    short = item(6, [2], 1.0)
+    short["landmarks"], short["confidence"] = short["landmarks"][::2], short["confidence"][::2]
+    batch = collate_ctc([short, item(4, [3], 2.0)])
+    assert batch["lengths"].tolist() == [3, 4] and batch["landmarks"].shape[1] == 4

@@ -170,3 +170,51 @@ def test_read_only_without_a_cache_says_how_to_build_one(tmp_path):
     with pytest.raises(CacheError, match="no cache at .*phoenix-warm-cache"):
         LandmarkCache(tmp_path / "nothing", readonly=True)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_write_after_another_process_changed_the_settings_raises(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    cache.put("a", fake_record(2))
+    cache.close()
+    other = ExtractionSettings(min_detection_confidence=0.9)
+    # another process takes the path over for other settings while this one still holds it
+    child = mp.get_context("spawn").Process(target=LandmarkCache, args=(tmp_path / "c", other),
+                                            kwargs={"overwrite": True})
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with pytest.raises(CacheError, match="now holds records of other extraction settings"):
+        cache.put("b", fake_record(2))
+    cache.close()
+
+
+def test_check_records_tells_good_damaged_and_missing(tmp_path):
+    cache = LandmarkCache(tmp_path / "c")
+    for key in ("good", "short", "flipped"):
+        cache.put(key, fake_record(3))
+    cache.close()
+    data = encode_record(fake_record(3))
+    overwrite_raw(cache, "short", data[:-1])
+    flipped = bytearray(data)
+    flipped[-50] ^= 1
+    overwrite_raw(cache, "flipped", bytes(flipped))
+    good, damaged = cache.check_records(["good", "short", "flipped", "missing"])
+    assert good == {"good", "flipped"} and set(damaged) == {"short"}
+    good, damaged = cache.check_records(["good", "short", "flipped", "missing"], full=True)
+    assert good == {"good"} and set(damaged) == {"short", "flipped"} and "checksum" in damaged["flipped"]
+    cache.close()
+
+
+def test_handles_close_before_fork_and_reopen(tmp_path):
+    from phoenix_data.cache import has_process_handle
+
+    cache = LandmarkCache(tmp_path / "c")
+    cache.put("a", fake_record(2))
+    assert has_process_handle(cache.path)
+    child = mp.get_context("fork").Process(target=_writer, args=(tmp_path / "c", 7, 5, 1 << 20))
+    child.start()  # the fork closes this process's environment first
+    assert not has_process_handle(cache.path)
+    child.join(60)
+    assert child.exitcode == 0
+    assert cache.num_frames("a") == 2 and cache.num_frames("w7/4") == 20 + 4 % 7
+    cache.close()

@@ -292,3 +292,8 @@ def test_render_of_an_unknown_id_lists_valid_ones(root, tmp_path):
     assert "Unknown sample id 'NoSuchSample-1' in PHOENIX-2014-T" in done.stderr
     assert re.search(re.escape(csv_rows(root, "train")[0]["name"]) + r" \(train\)", done.stderr)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_verify_of_a_missing_cache_exits_2(root, tmp_path, capsys):
+    code = main(["--root", str(root), "--split", SPLIT, "--cache", str(tmp_path / "typo"), "--verify"])
+    assert code == 2 and "no cache at" in capsys.readouterr().err

@@ -193,3 +193,18 @@ def test_lengths_come_from_cache_headers(warm):
     dataset = warm[0]
     assert dataset.lengths() == [len(list_frames(s.frames_dir)) for s in dataset.samples]
     assert np.all(np.array(dataset.lengths()) >= 8)
+
+
+def test_lengths_of_a_sample_without_frames_is_zero(demo_tree, tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(demo_tree[RELEASE], root / RELEASE)
+    samples = read_corpus(root / RELEASE, "test")
+    shutil.rmtree(samples[0].frames_dir)
+    dataset = PhoenixLandmarks(root / RELEASE, "test", cache=tmp_path / "c")
+    assert dataset.lengths() == [0, len(list_frames(samples[1].frames_dir))]
+
+
+def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
+    with pytest.raises(ValueError, match="would download"):
+        PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c",
+                         settings=ExtractionSettings(model_complexity=2))

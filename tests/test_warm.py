@@ -435,3 +435,51 @@ def test_script_is_a_thin_entry_point():
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 2
     assert "--cache CACHE are required" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- damaged records and the heartbeat thread ----------------------------------------------------------
+
+def put_raw(cache: Path, key: str, value: bytes) -> None:
+    env = lmdb.open(str(cache), max_dbs=3)
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(key.encode(), value, db=env.open_db(b"samples", txn=txn))
+    finally:
+        env.close()
+
+
+def test_rerun_and_repair_extract_damaged_records_again(first_run, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(first_run["cache"], cache)
+    records = raw_records(cache)
+    truncated, flipped, *_ = sorted(records)
+    put_raw(cache, truncated, records[truncated][:-10])
+    damaged = bytearray(records[flipped])
+    damaged[len(damaged) // 2] ^= 0xFF  # same length: only the checksum tells
+    put_raw(cache, flipped, bytes(damaged))
+    args = ("--root", first_run["demo"], "--cache", cache, "--release", "multisigner", "--split", "train",
+            "--workers", 1, "--report-dir", tmp_path / "r")
+
+    plain = run_warm(*args)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert read_json(tmp_path / "r" / "summary.json")["counts"]["extracted"] == 1
+    assert f"damaged record, extracting again: cache record of {truncated!r}" in plain.stderr
+    assert raw_records(cache)[flipped] == bytes(damaged)  # a header check cannot see a flipped byte
+
+    repaired = run_warm(*args, "--repair")
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    assert read_json(tmp_path / "r" / "summary.json")["counts"]["extracted"] == 1
+    assert "fails its checksum" in repaired.stderr
+    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+    check_records(cache, expected)  # every record decodes again, checksums included
+
+
+def test_heartbeat_beats_on_a_clock(demo, tmp_path):
+    proc = run_warm("--root", demo, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
+                    "--workers", 1, "--heartbeat", 0.2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    beats = [line for line in proc.stderr.splitlines() if line.startswith("[warm] ") and " samples (" in line]
+    assert len(beats) >= 3, proc.stderr[-3000:]  # more than one per sample: the clock, not the results
+    assert "\r" not in proc.stderr
