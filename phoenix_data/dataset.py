@@ -85,7 +85,7 @@ class PhoenixLandmarks(Dataset):
 
     def __getitem__(self, index: int) -> Dict:
         sample = self.samples[index]
-        record = self.cache.get(sample.key) or self._extract_and_store(sample)
+        record = self.cache.get(sample.key, float16=True) or self._extract_and_store(sample)
         item = self._to_item(sample, record)
         return self.transform(item) if self.transform is not None else item
 
@@ -158,7 +158,7 @@ class PhoenixLandmarks(Dataset):
 
     def _to_item(self, sample: Sample, record: LandmarkRecord) -> Dict:
         return {
-            "landmarks": torch.from_numpy(record.landmarks),
+            "landmarks": torch.from_numpy(record.landmarks).float(),  # stored as float16
             "confidence": torch.from_numpy(record.confidence),
             "glosses": torch.tensor(self.vocab.encode(sample.glosses), dtype=torch.long),
             "gloss_text": " ".join(sample.glosses),
