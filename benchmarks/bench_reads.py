@@ -133,62 +133,9 @@ class NpyLandmarks:
 def make_dataset(kind: str, info: dict):
     if kind == "npy":
         return NpyLandmarks(info["root"], info["npy"])
-    if kind in ("lmdb-ra", "lmdb-fast"):
-        force_lmdb_readahead()
-    if kind == "lmdb-fast":
-        force_torch_half_conversion()
     from phoenix_data.dataset import PhoenixLandmarks
 
     return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE)
-
-
-def force_lmdb_readahead() -> None:
-    """Experiment, this process and its forked workers only: open LMDB envs with readahead=True.
-
-    phoenix_data.cache opens them with readahead=False, which makes LMDB madvise(MADV_RANDOM) the map:
-    the kernel then reads a record of ~460 KB (113 pages) one 4 KB page fault at a time.
-    """
-    import lmdb
-
-    original = lmdb.open
-
-    def open_with_readahead(*args, **kwargs):
-        return original(*args, **dict(kwargs, readahead=True))
-
-    lmdb.open = open_with_readahead
-
-
-def force_torch_half_conversion() -> None:
-    """Experiment, this process and its forked workers only: decode_record converting float16 -> float32
-    with torch (vectorized: ~15-25 us a record of 138 frames) instead of numpy's astype (~220 us).
-    The rest is the library's own decode: header and length check, CRC32, confidence from the same code.
-    """
-    import torch
-
-    import phoenix_data.cache as cache_module
-    from phoenix_data.extract import POSE_POINTS, LandmarkRecord
-
-    def decode_with_torch(data, key):
-        t, n, w, h, pid, seconds, crc = cache_module.decode_header(data, key)
-        payload = memoryview(data)[cache_module._HEADER.size:]  # noqa: SLF001 - the record's own layout
-        if cache_module.zlib.crc32(payload) != crc:
-            raise cache_module.CacheRecordError(f"cache record of {key!r} fails its checksum: damaged.")
-        cut = t * n * 3 * 2
-        landmarks = _half_to_float(torch, payload[:cut]).reshape(t, n, 3).numpy()
-        parts = {"t": t, "n": n, "visibility": payload[cut:cut + t * POSE_POINTS],
-                 "presence": payload[cut + t * POSE_POINTS:]}
-        return LandmarkRecord(landmarks, _confidence(parts), width=w, height=h, pid=pid, seconds=seconds)
-
-    cache_module.decode_record = decode_with_torch
-
-
-def _half_to_float(torch, half_bytes):
-    """float16 bytes -> float32 tensor (read-only buffer: torch warns, but .float() copies it)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(half_bytes, dtype=torch.float16).float()
 
 
 def make_loader(dataset, workers: int):
@@ -318,10 +265,11 @@ def step_costs(info: dict, kind: str, samples: int = 50) -> Dict[str, float]:
     per_sample("zlib.crc32 of the payload", lambda k: zlib.crc32(parts[k]["payload"]))
     per_sample("float16 -> float32 landmarks (numpy astype)",
                lambda k: np.frombuffer(parts[k]["landmarks"], "<f2").astype(np.float32))
-    per_sample("float16 -> float32 landmarks (torch)", lambda k: _half_to_float(torch, parts[k]["landmarks"]))
+    per_sample("float16 -> float32 landmarks (torch, as the dataset does)",
+               lambda k: torch.from_numpy(np.frombuffer(parts[k]["landmarks"], "<f2").copy()).float())
     per_sample("confidence [T, 543] rebuilt", lambda k: _confidence(parts[k]))
-    per_sample("decode_record (all of it)", lambda k: decode_record(raw[k], k))
-    per_sample("cache.get (txn + decode)", lambda k: cache.get(k))
+    per_sample("decode_record (all of it, float32)", lambda k: decode_record(raw[k], k))
+    per_sample("cache.get (txn + decode, float16 as the dataset asks)", lambda k: cache.get(k, float16=True))
     per_sample("item (__getitem__)", lambda k: dataset[keys.index(k)])
     return costs
 
@@ -356,11 +304,8 @@ def _confidence(parts: dict):
 
 # --- measuring (parent) -----------------------------------------------------------------------------------
 
-CONFIGS = (("lmdb", 0), ("npy", 0), ("lmdb-ra", 0), ("lmdb-fast", 0),
-           ("lmdb", 2), ("npy", 2), ("lmdb-ra", 2), ("lmdb-fast", 2))
-NAMES = {"lmdb": "cache (PhoenixLandmarks, LMDB)", "npy": "float32 .npy per sample",
-         "lmdb-ra": "cache + readahead=True (experiment)",
-         "lmdb-fast": "cache + readahead + torch f16->f32 (exp.)"}
+CONFIGS = (("lmdb", 0), ("npy", 0), ("lmdb", 2), ("npy", 2))
+NAMES = {"lmdb": "cache (PhoenixLandmarks, LMDB)", "npy": "float32 .npy per sample"}
 
 
 def data_files(info: dict, kind: str) -> List[Path]:
@@ -442,7 +387,7 @@ def report_sizes(sizes: dict) -> dict:
     f = sizes["frames"]
     print(f"\nbytes on disk per frame ({f} frames):")
     rows = [["LMDB data.mdb (du)", f"{sizes['cache_du'] / f:.0f}", f"{sizes['cache_du'] / 2**20:.1f}"],
-            ["  records' own bytes (3,294/frame + 28/sample)", f"{sizes['records_payload'] / f:.0f}",
+            ["  records' own bytes (3,295/frame + 28/sample)", f"{sizes['records_payload'] / f:.0f}",
              f"{sizes['records_payload'] / 2**20:.1f}"],
             [".npy float32 landmarks + confidence (sum of sizes)", f"{sizes['npy_apparent'] / f:.0f}",
              f"{sizes['npy_apparent'] / 2**20:.1f}"],

@@ -59,7 +59,7 @@ EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 ALL_SPLITS = "all"
 DEFAULT_HEARTBEAT_SECONDS = 10.0
-# A worker's peak resident memory was ~0.6 GB on the demo tree (torch, MediaPipe, one video); keep headroom.
+# A worker's peak resident memory is ~0.5 GB (torch pages shared with the parent, MediaPipe's graph); headroom.
 WORKER_MEMORY_BYTES = 1 << 30
 # No result from any worker for this long is a hang, not a slow sample (PHOENIX's longest, 299 frames,
 # takes ~15 s): the run stops (exit 3) instead of waiting forever.
@@ -95,8 +95,9 @@ def default_workers(cores: Optional[int] = None, memory: Optional[int] = None) -
     """One worker per available core, at most one per GiB of available memory, at least one.
 
     Measured on a 2-core machine, cold cache (frames/s; 1 / 2 / 3 workers): demo tree, 21 samples
-    of 8-14 frames: 24.7 / 38.2 / 35.3; 7 samples of 100 frames: 31.4 / 48.1 / 46.3. One Holistic
-    worker keeps ~1.2 cores busy, so a second worker on 2 cores gains ~1.5x; a third only competes.
+    of 8-14 frames: 24.5 / 37.6 / 35.5; 2,040 frames in 15 videos (benchmarks/bench_extraction.py):
+    35.8 / 59.6 / 57.0, i.e. 2 workers reach 0.95 of the machine's limit. One Holistic worker keeps
+    ~1.2 cores busy, so a second worker on 2 cores gains ~1.6x; a third only competes.
     """
     cores = available_cores() if cores is None else cores
     memory = available_memory() if memory is None else memory
