@@ -53,12 +53,13 @@ class CacheRecordError(CacheError):
 
 # --- record encoding -------------------------------------------------------------------------
 
-def encode_record(record: LandmarkRecord) -> bytes:
+def encode_record(record: LandmarkRecord, key: str = "?") -> bytes:
     """Header + float16 landmarks [T, N, 3] + uint8 pose visibility [T, 33] + uint8 presence [T, 4]."""
     t, n, _ = record.landmarks.shape
     landmarks = record.landmarks.astype("<f2")
     if not np.isfinite(landmarks).all() and np.isfinite(record.landmarks).all():
-        raise CacheError("landmarks exceed the float16 range; they cannot be stored.")
+        raise CacheError(f"landmarks of {key!r} reach {np.abs(record.landmarks).max():.4g}, beyond float16's "
+                         "65504; normalized MediaPipe coordinates never should: check the extraction.")
     pose = part_slices(n)["pose"]
     visibility = np.rint(np.clip(record.confidence[:, pose], 0, 1) * 255).astype(np.uint8)
     presence = record.presence().astype(np.uint8)
@@ -288,7 +289,8 @@ class LandmarkCache:
                 env.set_mapsize(new_size)
             except lmdb.MapResizedError:
                 env.set_mapsize(0)  # another process grew it: adopt its size
-        raise CacheError(f"cache {self.path}: could not grow the map to fit a write.")
+        raise CacheError(f"cache {self.path}: a write still did not fit after growing the map to "
+                         f"{env.info()['map_size'] / 2**30:.1f} GiB; is the disk full?")
 
     def _check_identity(self, overwrite: bool) -> None:
         if self.readonly:
@@ -400,7 +402,7 @@ class LandmarkCache:
         Returns the record as stored (float16-rounded), the same values every later read gives.
         """
         self._require_writable()
-        data = encode_record(record)
+        data = encode_record(record, key)
         samples, failures, meta = self._db(b"samples"), self._db(b"failures"), self._db(b"meta")
         fingerprint = self.settings.fingerprint()
 
