@@ -57,19 +57,14 @@ def sample_worker(pid: int) -> Dict[str, float]:
             "private": rollup.get("Private_Clean", 0.0) + rollup.get("Private_Dirty", 0.0)}
 
 
-def warm_with_sampling(root: Path, work: Path, workers: int, tag: str, trim: bool) -> dict:
-    """Run the warm-up job, sampling its workers' memory from outside; peaks per worker pid.
-
-    ``trim``: the experiment, ``python bench_memory.py child warm-trim`` runs the same job (warm.main)
-    with glibc's malloc_trim(0) called after each Holistic.reset().
-    """
+def warm_with_sampling(root: Path, work: Path, workers: int, tag: str) -> dict:
+    """Run the warm-up job, sampling its workers' memory from outside; peaks per worker pid."""
     import shutil
 
     cache, reports = work / f"cache-{tag}", work / f"reports-{tag}"
     for path in (cache, reports):
         shutil.rmtree(path, ignore_errors=True)
-    job = [str(SCRIPT), "child", "warm-trim"] if trim else ["-m", "phoenix_data.warm"]
-    cmd = [sys.executable, *job, "--root", str(root), "--cache", str(cache), "--split", C.SPLIT, "--release",
+    cmd = [sys.executable, "-m", "phoenix_data.warm", "--root", str(root), "--cache", str(cache), "--split", C.SPLIT, "--release",
            C.RELEASE, "--workers", str(workers), "--report-dir", str(reports), "--heartbeat", "600"]
     load = C.load1()
     log = work / f"warm-{tag}.log"
@@ -84,7 +79,7 @@ def warm_with_sampling(root: Path, work: Path, workers: int, tag: str, trim: boo
     reported = summary["peak_rss_mb_per_worker"]
     # a worker that extracted nothing is not in the summary; keep the workers that did
     peaks = {pid: p for pid, p in peaks.items() if str(pid) in reported}
-    return {"workers": workers, "trim": trim, "peaks": peaks, "summary_peak": reported,
+    return {"workers": workers, "peaks": peaks, "summary_peak": reported,
             "main_peak_rss": main_peak, "load1": load, "frames": summary["frames_extracted"],
             "fps": summary["frames_extracted"] / summary["wall_seconds"]}
 
@@ -106,24 +101,20 @@ def _sample_until_done(proc: subprocess.Popen) -> tuple:
 
 
 def measure_workers(root: Path, work: Path, worker_counts: List[int], rounds: int) -> Dict[str, List[dict]]:
-    """Every worker count as the job runs today, and with the malloc_trim experiment; rotated rounds."""
-    # The library now calls malloc_trim(0) after each reset() itself; the "warm-trim" child (the
-    # experiment that measured it before) would only trim twice, so it is no longer run here.
-    configs = [(w, False) for w in worker_counts]
-    runs: Dict[str, List[dict]] = {_label(w, trim): [] for w, trim in configs}
+    """Every worker count as the job runs today (the library trims malloc after each video); rotated rounds."""
+    runs: Dict[str, List[dict]] = {_label(w): [] for w in worker_counts}
     for r in range(rounds):
-        for workers, trim in configs[r % len(configs):] + configs[:r % len(configs)]:
-            run = warm_with_sampling(root, work, workers, f"w{workers}{'-trim' if trim else ''}-r{r}", trim)
-            runs[_label(workers, trim)].append(run)
+        for workers in worker_counts[r % len(worker_counts):] + worker_counts[:r % len(worker_counts)]:
+            run = warm_with_sampling(root, work, workers, f"w{workers}-r{r}")
+            runs[_label(workers)].append(run)
             peaks = ", ".join(f"{p['rss']:.0f}" for p in run["peaks"].values())
-            print(f"  round {r + 1} {_label(workers, trim):<40}: peak RSS per worker [{peaks}] MB, "
+            print(f"  round {r + 1} {_label(workers):<40}: peak RSS per worker [{peaks}] MB, "
                   f"{run['fps']:.1f} frames/s, load before {run['load1']:.2f}", flush=True)
     return runs
 
 
-def _label(workers: int, trim: bool, default: int = 0) -> str:
-    return (f"{workers} worker{'s' if workers > 1 else ''}" + (" (default)" if workers == default else "")
-            + (", malloc_trim after reset (exp.)" if trim else ""))
+def _label(workers: int, default: int = 0) -> str:
+    return f"{workers} worker{'s' if workers > 1 else ''}" + (" (default)" if workers == default else "")
 
 
 def report_workers(runs: Dict[str, List[dict]], default: int) -> dict:
@@ -137,7 +128,7 @@ def report_workers(runs: Dict[str, List[dict]], default: int) -> dict:
         fig["summary_ru_maxrss"] = C.median(summary)
         fig["fps"] = C.median(r["fps"] for r in results)
         figures[label] = fig
-        rows.append([_label(workers, results[0]["trim"], default), len(peaks),
+        rows.append([_label(workers, default), len(peaks),
                      f"{fig['rss']:.0f}", f"{fig['max_rss']:.0f}", f"{fig['summary_ru_maxrss']:.0f}",
                      f"{fig['anon']:.0f}", f"{fig['file']:.0f}", f"{fig['pss']:.0f}", f"{fig['private']:.0f}",
                      f"{C.median(r['main_peak_rss'] for r in results):.0f}", f"{fig['fps']:.1f}"])
@@ -185,28 +176,6 @@ def _malloc_trim():
     import ctypes
 
     return ctypes.CDLL("libc.so.6").malloc_trim
-
-
-def child_warm_trim(argv: List[str]) -> int:
-    """The warm-up job (phoenix_data.warm.main) with malloc_trim(0) after each Holistic.reset(): the experiment."""
-    from phoenix_data import extract, warm
-
-    trim = _malloc_trim()
-    build = extract.HolisticExtractor._build  # noqa: SLF001 - patched in this experiment's process only
-
-    def build_with_trim(self):
-        holistic = build(self)
-        reset = holistic.reset
-
-        def reset_and_trim():
-            reset()
-            trim(0)
-
-        holistic.reset = reset_and_trim
-        return holistic
-
-    extract.HolisticExtractor._build = build_with_trim  # noqa: SLF001
-    return warm.main(argv)
 
 
 def largest_mappings(count: int) -> List[tuple]:
@@ -360,8 +329,6 @@ def child_main(argv: List[str]) -> int:
     if argv[0] == "breakdown":
         C.emit(child_breakdown(Path(argv[1]), argv[2] == "1", argv[3] == "1"))
         return 0
-    if argv[0] == "warm-trim":
-        return child_warm_trim(argv[1:])
     if argv[0] == "epochs":
         C.emit(child_epochs(json.loads(argv[1]), int(argv[2]), int(argv[3])))
         return 0
