@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import struct
 import time
 import zlib
@@ -49,6 +50,46 @@ class CacheError(RuntimeError):
 
 class CacheRecordError(CacheError):
     """A record that does not decode: truncated, foreign or damaged."""
+
+
+class CacheSpaceError(CacheError):
+    """The cache's disk has not enough free space left for the next write."""
+
+
+# Free space a write leaves untouched: LMDB's copy-on-write pages, the lock file, the reports.
+SPACE_MARGIN_BYTES = 1 << 20
+
+
+def _mount_point(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _human(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def ensure_space(path: Path, needed: int, what: str) -> None:
+    """Raise CacheSpaceError unless ``needed`` bytes (plus a margin) are free on ``path``'s disk.
+
+    Checked before every write: LMDB reports a full disk only as an I/O error at commit, and a
+    process touching a memory-mapped page the full disk cannot back dies of SIGBUS, with no message.
+    """
+    probe = path if path.exists() else _mount_point(path)
+    free = shutil.disk_usage(probe).free
+    if free < needed + SPACE_MARGIN_BYTES:
+        raise CacheSpaceError(
+            f"no space left on {_mount_point(path)}: {_human(free)} free, the cache {path} needs "
+            f"{_human(needed + SPACE_MARGIN_BYTES)} for {what}. Free some space there, or pass another "
+            "--cache on a disk with room; rerun to resume (what was written is kept).")
 
 
 # --- record encoding -------------------------------------------------------------------------
@@ -135,14 +176,18 @@ class _Handle:
 
     def __init__(self, path: Path, readonly: bool, map_size: int) -> None:
         self.pid = os.getpid()
+        if not readonly:
+            ensure_space(path, 0, "opening it for writing")
+            _preallocate(path / "lock.mdb")  # before LMDB opens it: see there
         try:
             self.env = _open_env(path, readonly, map_size)
         except lmdb.Error as exc:
             hint = ("" if readonly else " If it is a finished cache on a read-only disk, open it with "
                     "readonly=True.")
-            raise CacheError(f"cannot open the cache {path}: {exc}.{hint}") from None
+            raise CacheError(f"cannot open the cache {path}: {_lmdb_reason(exc)}.{hint}") from None
         self.dbs: Dict[bytes, object] = {}
         self.readonly = readonly
+        self.inode = _inode(path / "data.mdb")
 
     def db(self, name: bytes):
         if name not in self.dbs:
@@ -153,6 +198,46 @@ class _Handle:
                 raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
                                  "is it a phoenix_data cache?") from None
         return self.dbs[name]
+
+
+def _lmdb_reason(exc: lmdb.Error) -> str:
+    """lmdb's message without the path it repeats (``/x/cache: No such file``)."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("/") and ": " in text else text
+
+
+def _inode(path: Path) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+# LMDB's lock file holds a reader table of 64-byte slots (512 readers: ~33 KB); a larger file only
+# gives it more slots.
+LOCK_FILE_BYTES = 64 << 10
+
+
+def _preallocate(lock_file: Path) -> None:
+    """Give the memory-mapped lock file real blocks: on a full disk, LMDB's first touch of a sparse
+    page of it (a new reader slot) would kill the process with SIGBUS.
+
+    Only before this process opens the environment: LMDB holds POSIX record locks on this file, and
+    closing any descriptor of it would drop them all (then another process would think itself
+    alone and reset the lock table under its writers).
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, LOCK_FILE_BYTES))
+    except OSError as exc:
+        raise CacheSpaceError(f"no space left on {_mount_point(lock_file)} for the cache's lock file "
+                              f"{lock_file} ({exc.strerror}). Free some space there, or pass another "
+                              "--cache on a disk with room.") from None
+    finally:
+        os.close(fd)
 
 
 def follow_growth(env: lmdb.Environment, start):
@@ -236,6 +321,8 @@ class LandmarkCache:
         self.settings = settings if settings is not None else ExtractionSettings()
         self.readonly = readonly
         self.map_size = map_size
+        # records per "release/split" that overwrite=True discarded when opening (other settings)
+        self.discarded: Dict[str, int] = {}
         if readonly and overwrite:
             raise CacheError("readonly=True and overwrite=True contradict each other; pick one.")
         with self.session():
@@ -276,10 +363,15 @@ class LandmarkCache:
             if not held:
                 self.close()
 
-    def _with_map_retry(self, write):
-        """Run ``write(txn)`` in one commit, growing the map when full and following other growth."""
+    def _with_map_retry(self, write, size: int = 0, what: str = "a write"):
+        """Run ``write(txn)`` in one commit, growing the map when full and following other growth.
+
+        ``size``: bytes the write adds, checked against the disk's free space before each try.
+        """
         env = self._env()
         for _ in range(32):
+            self._check_still_there()
+            ensure_space(self.path, 2 * size, what)  # copy-on-write: new pages before old ones are freed
             try:
                 with env.begin(write=True) as txn:
                     return write(txn)
@@ -289,14 +381,28 @@ class LandmarkCache:
                 env.set_mapsize(new_size)
             except lmdb.MapResizedError:
                 env.set_mapsize(0)  # another process grew it: adopt its size
+            except lmdb.Error as exc:
+                ensure_space(self.path, 2 * size, what)  # a full disk shows as an I/O error: say so
+                raise CacheError(f"cannot write to the cache {self.path}: {_lmdb_reason(exc)} "
+                                 f"({what}).") from None
         raise CacheError(f"cache {self.path}: a write still did not fit after growing the map to "
-                         f"{env.info()['map_size'] / 2**30:.1f} GiB; is the disk full?")
+                         f"{env.info()['map_size'] / 2**30:.1f} GiB.")
+
+    def _check_still_there(self) -> None:
+        """A cache deleted (or replaced) under a running job: stop, rather than write into the void."""
+        handle = process_handle(self.path, self.readonly, self.map_size)
+        if handle.inode is not None and _inode(self.path / "data.mdb") != handle.inode:
+            raise CacheError(f"the cache {self.path} was deleted or replaced while this process was "
+                             "writing to it; rerun to extract into the cache that is there now.")
 
     def _check_identity(self, overwrite: bool) -> None:
         if self.readonly:
             self._check_readonly_identity()
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create the cache folder {self.path}: {exc.strerror}.") from None
         identity = dict(self.settings.identity(), fingerprint=self.settings.fingerprint())
         meta, *_ = [self._db(name) for name in _DBS[::-1]]  # create every table now, not in workers
 
@@ -305,7 +411,9 @@ class LandmarkCache:
             stored = None if stored is None else json.loads(bytes(stored))
             differs = stored is not None and stored.get("fingerprint") != identity["fingerprint"]
             if differs and overwrite:
-                log.warning("cache %s: discarding its records, made with other extraction settings", self.path)
+                self.discarded = _count_by_split(txn, self._db(b"samples"))
+                log.warning("cache %s: discarding %s, made with other extraction settings",
+                            self.path, describe_discarded(self.discarded))
                 for name in (b"samples", b"failures"):
                     txn.drop(self._db(name), delete=False)
             if stored is None or (differs and overwrite):
@@ -353,6 +461,12 @@ class LandmarkCache:
             data = txn.get(key.encode())
             return None if data is None else decode_header(data, key)[0]
 
+    def extracted_by(self, key: str) -> Optional[int]:
+        """The pid that extracted the cached record of ``key`` (from its header), or None when not cached."""
+        with self._reading(b"samples", buffers=True) as txn:
+            data = txn.get(key.encode())
+            return None if data is None else decode_header(data, key)[4]
+
     def __contains__(self, key: str) -> bool:
         with self._reading(b"samples", buffers=True) as txn:
             return txn.get(key.encode()) is not None
@@ -391,6 +505,12 @@ class LandmarkCache:
         with self._reading(b"failures") as txn:
             return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
 
+    def failure(self, key: str) -> Optional[dict]:
+        """{"reason", "time"} of ``key``'s failed extraction, or None."""
+        with self._reading(b"failures") as txn:
+            value = txn.get(key.encode())
+        return None if value is None else json.loads(bytes(value))
+
     # writing
     def _require_writable(self) -> None:
         if self.readonly:
@@ -417,18 +537,35 @@ class LandmarkCache:
             txn.put(key.encode(), data, db=samples)
             txn.delete(key.encode(), db=failures)
 
-        self._with_map_retry(write)
+        self._with_map_retry(write, len(data), f"the record of {key!r}")
         return decode_record(data, key)
 
     def put_failure(self, key: str, reason: str) -> None:
         self._require_writable()
         value = json.dumps({"reason": reason, "time": time.time()}).encode()
         failures = self._db(b"failures")
-        self._with_map_retry(lambda txn: txn.put(key.encode(), value, db=failures))
+        self._with_map_retry(lambda txn: txn.put(key.encode(), value, db=failures), len(value),
+                             f"the failure of {key!r}")
 
     def close(self) -> None:
         """Close this process's environment (before forking workers, for instance)."""
         close_process_handles(self.path)
+
+
+def _count_by_split(txn: lmdb.Transaction, db) -> Dict[str, int]:
+    """Records per ``release/split`` (the first two parts of their keys)."""
+    counts: Dict[str, int] = {}
+    for key in txn.cursor(db=db).iternext(keys=True, values=False):
+        group = "/".join(bytes(key).decode(errors="replace").split("/")[:2])
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+def describe_discarded(counts: Dict[str, int]) -> str:
+    """'12 records (phoenix-2014-multisigner/train 10, PHOENIX-2014-T/dev 2)'."""
+    total = sum(counts.values())
+    parts = ", ".join(f"{group} {n}" for group, n in sorted(counts.items()))
+    return f"{total} record{'' if total == 1 else 's'}" + (f" ({parts})" if parts else "")
 
 
 def _raise_if_differs(path: Path, stored: dict, identity: dict) -> None:

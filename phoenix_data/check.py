@@ -1,23 +1,17 @@
 """The sanity check a researcher runs before training: corpus, cache, detection, a DataLoader batch, pictures.
 
-Library side of ``scripts/phoenix_dataset.py`` and of the console command ``phoenix-dataset``::
-
-    phoenix-dataset --root ROOT [--release R] [--split S] [--cache CACHE] [--verify] [--render ID --out PATH]
+Library side of ``phoenix-dataset`` (command line in ``phoenix_data.cli``): ``run(CheckOptions(...), emit)``.
 
 Exit status: 0 when nothing is wrong, 1 when problems were found (samples without frames, failed
 extractions, bad cache records, a failing DataLoader), 2 when the check cannot run (no release,
 a cache built with other settings, an unknown sample id).
 
 Fork safety: main-process cache reads happen inside ``LandmarkCache.session()`` (closed afterwards),
-and the only Holistic this process may build (``--render`` of an uncached sample) is built after the
-DataLoader workers of the smoke test are gone.
+and ``--render`` of an uncached sample extracts it in the isolated helper process, never here.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,9 +329,9 @@ def record_for_render(sample: Sample, cache_path: Optional[Path],
                 record, note = None, f"cached record unusable ({exc}); "
         if record is not None:
             return record, "landmarks read from the cache"
-    from .dataset import extract_sample  # noqa: PLC0415 - builds a Holistic in this process
+    from .fill import extract_record  # noqa: PLC0415 - in the isolated helper process, not here
 
-    record = extract_sample(sample, settings)
+    record = extract_record(sample, settings)
     if cache_path is None:
         return record, note + "extracted (no cache given, not stored)"
     try:
@@ -488,34 +482,26 @@ def problem_summary(corpus: CorpusReport, cache: Optional[CacheReport], smoke: S
     return found + (["the DataLoader smoke test failed"] if smoke.status == "failed" else [])
 
 
-# --- command line ---------------------------------------------------------------------------------
+# --- the check --------------------------------------------------------------------------------------
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="phoenix-dataset", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True,
-                        help="the release folder, or a parent of it up to the archive folder")
-    parser.add_argument("--release", help="which release, where ROOT holds several (multisigner, si5, 2014-T)")
-    parser.add_argument("--split", choices=SPLITS, help="check one split (default: all three)")
-    parser.add_argument("--cache", type=Path, help="the LMDB landmark cache to report on")
-    parser.add_argument("--verify", action="store_true",
-                        help="check every cached record against the corpus (needs --cache)")
-    parser.add_argument("--render", metavar="ID", help="draw the landmarks of sample ID over its frames")
-    parser.add_argument("--out", type=Path, help="contact sheet PNG for --render; the GIF goes beside it")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"samples in the DataLoader smoke test batch (default {DEFAULT_BATCH_SIZE})")
-    args = parser.parse_args(argv)
-    if args.verify and args.cache is None:
-        parser.error("--verify needs --cache CACHE: it checks the cached records.")
-    if (args.render is None) != (args.out is None):
-        parser.error("--render ID and --out PATH go together: which sample, and where its contact sheet goes.")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size {args.batch_size}; expected 1 or more.")
-    return args
+@dataclass
+class CheckOptions:
+    """What ``phoenix-dataset`` checks: a release (``split`` None: all three), optionally its cache."""
+
+    root: Path
+    release: Optional[str] = None
+    split: Optional[str] = None
+    cache: Optional[Path] = None
+    verify: bool = False  # decode every cached record and check it against the corpus
+    render: Optional[str] = None  # a sample id to draw, to ``out`` (.png; the GIF beside it)
+    out: Optional[Path] = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    settings: ExtractionSettings = field(default_factory=ExtractionSettings)
 
 
-def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
+def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
     """The whole check; ``emit`` prints one report line. Raises CheckError when it cannot go on."""
-    settings = ExtractionSettings()
+    settings = args.settings
     release = find_release(args.root, args.release)
     splits = [args.split] if args.split else list(SPLITS)
     cache_path = args.cache.expanduser() if args.cache is not None else None
@@ -541,26 +527,3 @@ def run(args: argparse.Namespace, emit: Callable[[str], None] = print) -> int:
 def _emit(emit: Callable[[str], None], lines: Sequence[str]) -> None:
     for line in lines:
         emit(line)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``phoenix-dataset``: print the report; 0 all good, 1 problems found, 2 the check cannot run."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args, emit=lambda line: print(line, flush=True))
-    except CorpusError as exc:
-        print(f"phoenix-dataset: error: {exc}\n  (pass the release folder or its archive folder as --root; "
-              "pick one release with --release)", file=sys.stderr)
-    except (CheckError, FramesError) as exc:
-        print(f"phoenix-dataset: error: {exc}", file=sys.stderr)
-    except lmdb.Error as exc:
-        print(f"phoenix-dataset: error: LMDB cannot read the cache {str(args.cache)!r}: {exc}", file=sys.stderr)
-    except BrokenPipeError:  # the report piped into `head`: stop quietly, as Python's docs advise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_PROBLEMS
-    return EXIT_UNUSABLE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,24 @@
 """PhoenixLandmarks: a PHOENIX split as a Dataset of MediaPipe Holistic landmarks, cached in LMDB.
 
-A cache hit reads no frame and runs no MediaPipe. A miss reads the sample's frames, extracts them
-with this process's Holistic (built on the first miss, one per process), writes the record and
-returns it. With DataLoader workers, the extraction happens in the workers.
+A cache hit reads no frame and runs no MediaPipe. A miss reads the sample's frames, extracts them,
+writes the record and returns it: in a DataLoader worker with that worker's own Holistic (built on
+its first miss), in any other process (a notebook's ``ds[0]``) through one isolated helper process,
+so that the process never runs MediaPipe itself and may fork DataLoader workers later.
 """
 from __future__ import annotations
 
 import logging
-import os
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from .cache import CacheRecordError, LandmarkCache
+from .cache import LandmarkCache
 from .corpus import Sample, check_split, find_release, read_release_split
-from .extract import ExtractionSettings, LandmarkRecord, get_extractor
-from .frames import FramesError, list_frames, read_frames_rgb
+from .extract import ExtractionSettings, LandmarkRecord
+from .fill import fetch_or_extract
+from .frames import FramesError, list_frames
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -27,20 +26,6 @@ log = logging.getLogger(__name__)
 
 class SampleNotCached(LookupError):
     """A sample that is not in a cache that may not extract."""
-
-
-@dataclass
-class SampleStatus:
-    """What ``ensure_cached`` did for one sample: small, cheap to send from a worker."""
-
-    index: int
-    key: str
-    status: str  # "cached" | "extracted" | "failed"
-    frames: int = 0
-    seconds: float = 0.0
-    pid: int = field(default_factory=os.getpid)
-    detection: Dict[str, float] = field(default_factory=dict)
-    reason: str = ""
 
 
 class PhoenixLandmarks(Dataset):
@@ -100,41 +85,7 @@ class PhoenixLandmarks(Dataset):
         if self.cache.readonly:
             raise SampleNotCached(f"sample {sample.key!r} is not in the read-only cache {self.cache.path}; "
                                   "warm it first (phoenix-warm-cache) or open the dataset with readonly=False.")
-        return self.cache.put(sample.key, extract_sample(sample, self.settings))
-
-    def ensure_cached(self, index: int, retry_failed: bool = True, verify: bool = False) -> SampleStatus:
-        """Extract and store sample ``index`` unless cached; report what happened, never raise on bad data.
-
-        Frames that are missing, empty or undecodable, or an error inside MediaPipe, are recorded in
-        the cache's failures with the reason. A frame where MediaPipe finds nobody is no failure.
-        A damaged record (header check; ``verify``: whole record and checksum) is extracted again.
-        """
-        sample = self.samples[index]
-        frames = self._cached_frames(sample.key, verify)
-        if frames is not None:
-            return SampleStatus(index, sample.key, "cached", frames=frames)
-        if not retry_failed and sample.key in self.cache.failures():
-            return SampleStatus(index, sample.key, "failed", reason="failed before (not retried)")
-        try:
-            record = self._extract_and_store(sample)
-        except (FramesError, ValueError, RuntimeError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("sample %s failed: %s", sample.key, reason)
-            log.debug("%s", traceback.format_exc())
-            self.cache.put_failure(sample.key, reason)
-            return SampleStatus(index, sample.key, "failed", reason=reason)
-        return SampleStatus(index, sample.key, "extracted", frames=record.num_frames,
-                            seconds=record.seconds, detection=record.detection_rates())
-
-    def _cached_frames(self, key: str, verify: bool) -> Optional[int]:
-        try:
-            if not verify:
-                return self.cache.num_frames(key)
-            record = self.cache.get(key)
-            return None if record is None else record.num_frames
-        except CacheRecordError as exc:
-            log.warning("re-extracting a damaged record: %s", exc)
-            return None
+        return fetch_or_extract(self.cache, sample, self.settings)
 
     # lengths, for the bucketed sampler
     def num_frames(self, index: int) -> int:
@@ -168,13 +119,3 @@ class PhoenixLandmarks(Dataset):
             "translation": sample.translation,
         }
 
-
-def extract_sample(sample: Sample, settings: ExtractionSettings) -> LandmarkRecord:
-    """Read a sample's frames and run this process's Holistic over them."""
-    paths = list_frames(sample.frames_dir)
-    try:
-        return get_extractor(settings).extract(read_frames_rgb(paths))
-    except FramesError:
-        raise
-    except ValueError as exc:
-        raise FramesError(f"sample {sample.key!r}: {exc}") from exc

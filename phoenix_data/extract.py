@@ -17,9 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
+
+from .frames import FramesError, list_frames, read_frames_rgb
 
 log = logging.getLogger(__name__)
 
@@ -261,3 +263,18 @@ def get_extractor(settings: ExtractionSettings) -> HolisticExtractor:
     if key not in _EXTRACTORS:
         _EXTRACTORS[key] = HolisticExtractor(settings)
     return _EXTRACTORS[key]
+
+
+def extract_frames_dir(frames_dir: Union[str, Path], settings: ExtractionSettings, key: str = "?") -> LandmarkRecord:
+    """Read one sample's frames and run this process's Holistic over them.
+
+    Only for a process that may run MediaPipe: a DataLoader worker, a warm-up worker, the isolated
+    extraction process (``phoenix_data.isolated``). Raises FramesError for frames that cannot be used.
+    """
+    paths = list_frames(frames_dir)
+    try:
+        return get_extractor(settings).extract(read_frames_rgb(paths))
+    except FramesError:
+        raise
+    except ValueError as exc:
+        raise FramesError(f"sample {key!r}: {exc}") from exc

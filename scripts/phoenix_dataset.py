@@ -4,11 +4,11 @@
     python scripts/phoenix_dataset.py --root ROOT [--cache CACHE] [--split S] [--release R] [--verify]
                                       [--render ID --out PATH]
 
-Same as the console command ``phoenix-dataset``; the logic lives in ``phoenix_data.check``.
+Same as the console command ``phoenix-dataset``; the logic lives in ``phoenix_data.check``, the command line in ``phoenix_data.cli``.
 """
 import sys
 
-from phoenix_data.check import main
+from phoenix_data.cli import check_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from phoenix_data.cache import LandmarkCache
-from phoenix_data.check import main
+from phoenix_data.cli import check_main as main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
 from phoenix_data.extract import ExtractionSettings

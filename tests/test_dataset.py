@@ -144,24 +144,6 @@ def test_missing_cache_argument(demo_tree):
         PhoenixLandmarks(demo_tree[RELEASE], "train")
 
 
-@pytest.mark.forked  # extracts in the test process
-def test_ensure_cached_records_failures(demo_tree, tmp_path):
-    root = tmp_path / "tree"
-    shutil.copytree(demo_tree[RELEASE], root / RELEASE)
-    samples = read_corpus(root / RELEASE, "dev")
-    for frame in list_frames(samples[0].frames_dir):
-        frame.unlink()
-    dataset = PhoenixLandmarks(root / RELEASE, "dev", cache=tmp_path / "c")
-    failed = dataset.ensure_cached(0)
-    assert failed.status == "failed" and "no PNG frames" in failed.reason
-    assert dataset.cache.failures()[samples[0].key]["reason"] == failed.reason
-    done = dataset.ensure_cached(1)
-    assert done.status == "extracted" and done.frames == len(list_frames(samples[1].frames_dir))
-    assert done.detection["pose"] == 1.0
-    assert dataset.ensure_cached(1).status == "cached"
-    assert dataset.ensure_cached(0, retry_failed=False).reason == "failed before (not retried)"
-
-
 class TinyCTCModel(torch.nn.Module):
     def __init__(self, classes: int) -> None:
         super().__init__()

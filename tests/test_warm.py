@@ -25,7 +25,7 @@ from phoenix_data.corpus import SPLITS, find_release, read_release_split
 from phoenix_data.demo import build_demo
 from phoenix_data.extract import ExtractionSettings, LandmarkRecord
 from phoenix_data.frames import list_frames
-from phoenix_data.warm import main
+from phoenix_data.cli import warm_main as main
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI = "phoenix-2014-multisigner"
@@ -38,7 +38,7 @@ RUN_TIMEOUT = 240
 # --- helpers -----------------------------------------------------------------------------------------
 
 def warm_cmd(*args: object) -> List[str]:
-    return [sys.executable, "-m", "phoenix_data.warm", *map(str, args)]
+    return [sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)]
 
 
 def run_warm(*args: object) -> subprocess.CompletedProcess:
@@ -308,26 +308,6 @@ def test_second_ctrl_c_exits_at_once_without_harm(demo, tmp_path):
     _rerun_completes(demo, cache)
 
 
-def test_killed_worker_stops_the_run_then_rerun_completes(demo, tmp_path):
-    cache = tmp_path / "cache"
-    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--release", "multisigner",
-                      "--workers", 2, "--heartbeat", 0)
-    wait_for_rows(proc, cache, 1)
-    workers = worker_pids(proc.pid)
-    assert len(workers) == 2
-    os.kill(workers[0], signal.SIGKILL)
-    assert proc.wait(timeout=60) == 3, (tmp_path / "stderr.txt").read_text()[-3000:]
-    wait_group_gone(proc.pid)
-    summary = read_json(cache / "summary.json")
-    assert summary["exit_status"] == 3 and summary["interrupted"] is False
-    assert "DataLoader worker" in summary["aborted"] and str(workers[0]) in summary["aborted"]
-    assert summary["counts"]["remaining"] > 0
-    assert "rerun the same command" in (tmp_path / "stdout.txt").read_text()
-    done = raw_records(cache)
-    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
-    _rerun_completes(demo, cache)
-
-
 def test_overwrite_discards_only_a_cache_of_other_settings(demo, tmp_path):
     cache = tmp_path / "cache"
     old = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3))
@@ -342,9 +322,11 @@ def test_overwrite_discards_only_a_cache_of_other_settings(demo, tmp_path):
 
     discarded = run_warm(*args, "--overwrite")
     assert discarded.returncode == 0, discarded.stderr[-3000:]
+    assert "Discarded: 1 record (old/settings 1) of other extraction settings" in discarded.stdout
+    assert read_json(cache / "summary.json")["discarded_records"] == {"old/settings": 1}
     assert set(raw_records(cache)) == set(expected_frames(demo, MULTI, ["dev"]))
     kept = run_warm(*args, "--overwrite")  # same settings now: the same command resumes, discards nothing
-    assert kept.returncode == 0
+    assert kept.returncode == 0 and "Discarded" not in kept.stdout
     assert read_json(cache / "summary.json")["counts"]["cached"] == 2
 
 
@@ -401,7 +383,7 @@ def test_failures_are_listed_and_retried_on_request(tmp_path):
     listed = read_json(tmp_path / "cache" / "failed_samples.json")
     assert [(f["key"], f["failed_this_run"]) for f in listed] == [(empty.key, True)]
     pids = check_records(tmp_path / "cache", {corrupt.key: len(list_frames(corrupt.frames_dir))})
-    assert pids[corrupt.key] == summary["main_pid"]  # --workers 0: extracted in the main process
+    assert pids[corrupt.key] != summary["main_pid"]  # --workers 0: in the helper process, never the main one
 
 
 # --- bad input -----------------------------------------------------------------------------------------
