@@ -158,6 +158,11 @@ class HolisticExtractor:
         self._holistic = None
 
     def _build(self):
+        # Only extracting processes get here (workers, the isolated helper), never a user's main
+        # process: MediaPipe's own log lines are filtered out of this process's stderr from now on.
+        from .mediapipe_logs import quiet_mediapipe  # noqa: PLC0415
+
+        quiet_mediapipe()
         import mediapipe as mp  # noqa: PLC0415 - heavy, and only extracting processes need it
 
         s = self.settings

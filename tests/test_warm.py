@@ -291,6 +291,8 @@ def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo, tmp_path):
     assert summary["counts"]["remaining"] > 0
     done = raw_records(cache)
     assert summary["counts"]["extracted"] == len(done)  # what finished is kept, and counted
+    assert summary["frames_extracted"] == sum(n for k, n in expected_frames(demo, MULTI).items() if k in done)
+    assert "no frames extracted" not in (tmp_path / "stdout.txt").read_text()
     check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
     assert "rerun the same command" in (tmp_path / "stdout.txt").read_text()
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
