@@ -27,7 +27,7 @@ from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 import lmdb
 import numpy as np
 
-from .extract import PARTS, POSE_POINTS, ExtractionSettings, LandmarkRecord, part_slices
+from .extract import PARTS, POSE_POINTS, ExtractionSettings, ExtractorSettings, LandmarkRecord, part_slices
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class LandmarkCache:
     the pickled state. Several processes may extract and write at once; each put is one commit.
     """
 
-    def __init__(self, path: Union[str, Path], settings: Optional[ExtractionSettings] = None, *,
+    def __init__(self, path: Union[str, Path], settings: Optional[ExtractorSettings] = None, *,
                  readonly: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
         self.path = Path(path).expanduser()
         self.settings = settings if settings is not None else ExtractionSettings()

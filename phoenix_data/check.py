@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from .cache import CacheError, CacheRecordError, LandmarkCache
 from .corpus import SPLITS, CorpusError, Release, Sample, find_release, read_release_split
-from .extract import PARTS, ExtractionSettings, LandmarkRecord, mediapipe_version
+from .extract import PARTS, ExtractionSettings, ExtractorSettings, LandmarkRecord, mediapipe_version
+from .exit_codes import EXIT_FAILURES, EXIT_OK
 from .frames import FramesError, list_frames
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 LOWEST_HANDS = 5  # samples listed with the least hand detection
 DEFAULT_BATCH_SIZE = 4
 SMOKE_WORKERS = 2
@@ -141,13 +141,13 @@ class CacheSplit:
 @dataclass
 class CacheReport:
     path: Path
-    settings: ExtractionSettings
+    settings: ExtractorSettings
     exists: bool  # False: no cache built at ``path`` yet
     splits: List[CacheSplit]
     verified: bool
 
 
-def open_cache(path: Path, settings: ExtractionSettings) -> Optional[LandmarkCache]:
+def open_cache(path: Path, settings: ExtractorSettings) -> Optional[LandmarkCache]:
     """The cache read-only, or None when none has been built at ``path``; CheckError when unusable."""
     if not (path / "data.mdb").is_file():
         return None
@@ -157,7 +157,7 @@ def open_cache(path: Path, settings: ExtractionSettings) -> Optional[LandmarkCac
         raise CheckError(str(exc)) from None
 
 
-def check_cache(path: Path, settings: ExtractionSettings, scans: Sequence[SplitScan],
+def check_cache(path: Path, settings: ExtractorSettings, scans: Sequence[SplitScan],
                 verify: bool) -> CacheReport:
     """Coverage and detection per split; every record is decoded, and with ``verify`` checked too."""
     cache = open_cache(path, settings)
@@ -317,7 +317,7 @@ def find_sample(release: Release, sample_id: str, splits: Sequence[str]) -> Samp
 
 
 def record_for_render(sample: Sample, cache_path: Optional[Path],
-                      settings: ExtractionSettings) -> Tuple[LandmarkRecord, str]:
+                      settings: ExtractorSettings) -> Tuple[LandmarkRecord, str]:
     """The sample's record and where it came from: the cache, or a fresh extraction (then stored)."""
     note = ""
     cache = open_cache(cache_path, settings) if cache_path is not None else None
@@ -343,7 +343,7 @@ def record_for_render(sample: Sample, cache_path: Optional[Path],
     return record, note + "extracted and stored in the cache"
 
 
-def render(sample: Sample, cache_path: Optional[Path], settings: ExtractionSettings, out: Path) -> List[str]:
+def render(sample: Sample, cache_path: Optional[Path], settings: ExtractorSettings, out: Path) -> List[str]:
     """Draw one sample's landmarks over its frames; the report lines saying what was written."""
     from .render import render_sample  # noqa: PLC0415
 
@@ -418,7 +418,7 @@ def _sample_list(title: str, entries: Sequence[Tuple[str, str, str]],
 def format_cache(report: CacheReport) -> List[str]:
     s = report.settings
     lines = [f"Cache {report.path}",
-             f"  settings: model_complexity={s.model_complexity}, refine_face_landmarks={s.refine_face_landmarks}, "
+             f"  settings: {', '.join(f'{k}={v}' for k, v in s.as_dict().items())}, "
              f"mediapipe {mediapipe_version()}, fingerprint {s.fingerprint()}"]
     if not report.exists:
         lines += ["  no cache built here yet (no data.mdb): every sample is missing. Training would extract",
@@ -496,7 +496,7 @@ class CheckOptions:
     render: Optional[str] = None  # a sample id to draw, to ``out`` (.png; the GIF beside it)
     out: Optional[Path] = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    settings: ExtractionSettings = field(default_factory=ExtractionSettings)
+    settings: ExtractorSettings = field(default_factory=ExtractionSettings)
 
 
 def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
@@ -521,7 +521,7 @@ def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
     problems = problem_summary(corpus, cache, smoke)
     emit("")
     emit(f"Result: problems found: {'; '.join(problems)}." if problems else "Result: OK, no problems found.")
-    return EXIT_PROBLEMS if problems else EXIT_OK
+    return EXIT_FAILURES if problems else EXIT_OK
 
 
 def _emit(emit: Callable[[str], None], lines: Sequence[str]) -> None:

@@ -17,12 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
+from .exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_USAGE
+
 if TYPE_CHECKING:
     from .extract import ExtractionSettings
     from .warm import WarmOptions, WarmOutcome
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 SPLITS = ("train", "dev", "test")
 ALL_SPLITS = "all"
 DEFAULT_HEARTBEAT_SECONDS = 10.0
@@ -193,7 +193,6 @@ def _build_demo(demo_dir: Optional[Path]) -> Path:
 def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
     """What the command prints when done: one summary line, then where things are and what to do next."""
     from .cache import describe_discarded  # noqa: PLC0415
-    from .warm import EXIT_ABORTED, EXIT_INTERRUPTED  # noqa: PLC0415
 
     s, c = outcome.summary, outcome.summary["counts"]
     fps = f"{s['frames_per_s']:.1f} frames/s" if s["frames_per_s"] else "no frames extracted"
@@ -247,7 +246,7 @@ def _warm(argv: Optional[Sequence[str]]) -> int:
 
     from .cache import CacheError, CacheSpaceError  # noqa: PLC0415
     from .corpus import CorpusError  # noqa: PLC0415
-    from .warm import EXIT_ABORTED, make_plan, warm  # noqa: PLC0415
+    from .warm import make_plan, warm  # noqa: PLC0415
 
     try:
         options = warm_options(parser, args)
@@ -325,7 +324,7 @@ def _check(argv: Optional[Sequence[str]]) -> int:
         print(f"phoenix-dataset: error: LMDB cannot read the cache {str(args.cache)!r}: {exc}", file=sys.stderr)
     except BrokenPipeError:  # the report piped into `head`: stop quietly, as Python's docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return EXIT_FAILURES
     return EXIT_USAGE
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from .cache import LandmarkCache
 from .corpus import Sample, check_split, find_release, read_release_split
-from .extract import ExtractionSettings, LandmarkRecord
+from .extract import ExtractionSettings, ExtractorSettings, LandmarkRecord
 from .fill import fetch_or_extract
 from .frames import FramesError, list_frames
 from .vocab import Vocabulary
@@ -49,7 +49,7 @@ class PhoenixLandmarks(Dataset):
 
     def __init__(self, root: Union[str, Path], split: str = "train", cache: Union[str, Path, None] = None,
                  release: Optional[str] = None, transform: Optional[Callable[[Dict], Dict]] = None,
-                 settings: Optional[ExtractionSettings] = None, vocab: Optional[Vocabulary] = None,
+                 settings: Optional[ExtractorSettings] = None, vocab: Optional[Vocabulary] = None,
                  readonly: bool = False, overwrite: bool = False) -> None:
         if cache is None:
             raise ValueError("PhoenixLandmarks needs cache=PATH: the LMDB directory that holds (or will "
@@ -62,7 +62,7 @@ class PhoenixLandmarks(Dataset):
         self.transform = transform
         self.settings = settings if settings is not None else ExtractionSettings()
         if not readonly:
-            self.settings.check_model_installed()  # now, not as a failure of every sample in the workers
+            self.settings.check_ready()  # now, not as a failure of every sample in the workers
         self.cache = LandmarkCache(cache, self.settings, readonly=readonly, overwrite=overwrite)
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple, Union
+from typing import Dict, Iterable, Optional, Protocol, Tuple, Union
 
 import numpy as np
 
@@ -64,6 +64,45 @@ def _pose_model_path(model_complexity: int) -> Optional[Path]:
     return Path(str(dist.locate_file("mediapipe/modules/pose_landmark"))) / _COMPLEXITY_MODELS[model_complexity]
 
 
+class Extractor(Protocol):
+    """Turns one sample's RGB frames into a LandmarkRecord. One per process, never shared between threads."""
+
+    def extract(self, frames: Iterable[np.ndarray]) -> "LandmarkRecord":
+        """Landmarks of one video from its RGB uint8 frames [H, W, 3], in time order."""
+
+    def close(self) -> None:
+        """Free what the extractor holds (its graph)."""
+
+
+class ExtractorSettings(Protocol):
+    """The extractor seam: what an estimator runs with, what its records depend on, how to build it.
+
+    A frozen, picklable value: the Dataset, its workers and the isolated helper process each build
+    their own extractor from it (``build()``), and its fingerprint names what a cache holds.
+    MediaPipe Holistic (:class:`ExtractionSettings`) is the default; ``phoenix_data.testing`` has a
+    fast fake. Another estimator is a new module with a class like these two.
+    """
+
+    @property
+    def num_points(self) -> int:
+        """Landmarks per frame of its records."""
+
+    def as_dict(self) -> dict:
+        """The settings, for reports and for listing what differs from a cache's."""
+
+    def identity(self) -> dict:
+        """Everything a cached record depends on (settings, versions, record schema)."""
+
+    def fingerprint(self) -> str:
+        """A short digest of ``identity()``."""
+
+    def check_ready(self) -> None:
+        """Raise ValueError, saying what to do, when the extractor cannot be built here."""
+
+    def build(self) -> Extractor:
+        """A new extractor (heavy: only in a process that extracts)."""
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """What MediaPipe Holistic is run with; its fingerprint names what a cache holds."""
@@ -99,6 +138,12 @@ class ExtractionSettings:
     def fingerprint(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def check_ready(self) -> None:
+        self.check_model_installed()
+
+    def build(self) -> "HolisticExtractor":
+        return HolisticExtractor(self)
 
     def check_model_installed(self) -> None:
         """Refuse a complexity whose model mediapipe would download at construction (no network here)."""
@@ -254,7 +299,7 @@ def _release_freed_memory() -> None:
 # pid -> Holistic instances built in that process (tests check the main process builds none).
 _BUILDS: Dict[int, int] = {}
 # (pid, settings) -> extractor: one per process, never inherited across fork.
-_EXTRACTORS: Dict[Tuple[int, ExtractionSettings], HolisticExtractor] = {}
+_EXTRACTORS: Dict[Tuple[int, ExtractorSettings], Extractor] = {}
 
 
 def holistic_builds(pid: Optional[int] = None) -> int:
@@ -262,15 +307,15 @@ def holistic_builds(pid: Optional[int] = None) -> int:
     return _BUILDS.get(os.getpid() if pid is None else pid, 0)
 
 
-def get_extractor(settings: ExtractionSettings) -> HolisticExtractor:
+def get_extractor(settings: ExtractorSettings) -> Extractor:
     """This process's extractor for ``settings``; one inherited from a parent is never used."""
     key = (os.getpid(), settings)
     if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = HolisticExtractor(settings)
+        _EXTRACTORS[key] = settings.build()
     return _EXTRACTORS[key]
 
 
-def extract_frames_dir(frames_dir: Union[str, Path], settings: ExtractionSettings, key: str = "?") -> LandmarkRecord:
+def extract_frames_dir(frames_dir: Union[str, Path], settings: ExtractorSettings, key: str = "?") -> LandmarkRecord:
     """Read one sample's frames and run this process's Holistic over them.
 
     Only for a process that may run MediaPipe: a DataLoader worker, a warm-up worker, the isolated

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
-from .extract import ExtractionSettings, LandmarkRecord, extract_frames_dir
+from .extract import ExtractorSettings, LandmarkRecord, extract_frames_dir
 from .frames import FramesError
 
 
@@ -49,7 +49,7 @@ def describe_exit(returncode: int) -> str:
 class IsolatedExtractor:
     """Extracts samples in a helper process (one Holistic there, kept between samples)."""
 
-    def __init__(self, settings: ExtractionSettings) -> None:
+    def __init__(self, settings: ExtractorSettings) -> None:
         self.settings = settings
         self._proc: Optional[subprocess.Popen] = None
         self._conn: Optional[Connection] = None
@@ -117,10 +117,10 @@ class IsolatedExtractor:
 
 
 # (pid, settings) -> this process's helper; one inherited across fork() is never used.
-_HELPERS: Dict[Tuple[int, ExtractionSettings], IsolatedExtractor] = {}
+_HELPERS: Dict[Tuple[int, ExtractorSettings], IsolatedExtractor] = {}
 
 
-def isolated_extractor(settings: ExtractionSettings) -> IsolatedExtractor:
+def isolated_extractor(settings: ExtractorSettings) -> IsolatedExtractor:
     """This process's helper for ``settings``, started on first use."""
     key = (os.getpid(), settings)
     if key not in _HELPERS:

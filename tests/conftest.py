@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -192,48 +193,70 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
 def _no_holistic_in_the_test_process(request):
     """Guard: a Holistic built in the pytest process breaks DataLoader workers forked later.
 
-    Tests that extract in their own process carry ``@pytest.mark.forked``: their body runs in a
-    forked child, which is thrown away (see ``pytest_pyfunc_call`` below).
+    Tests that run MediaPipe in their own process carry ``@pytest.mark.in_child``: their body runs
+    in a forked child, which is thrown away (see ``pytest_pyfunc_call`` below). The library itself
+    never builds one in the pytest process: its misses go to the isolated helper process.
     """
     yield
     from phoenix_data.extract import holistic_builds
 
     if holistic_builds():
         pytest.fail(f"{request.node.nodeid} built a MediaPipe Holistic in the pytest process; "
-                    "mark it @pytest.mark.forked and build it inside the test body", pytrace=False)
+                    "mark it @pytest.mark.in_child and build it inside the test body", pytrace=False)
+
+
+# Modules whose tests run real MediaPipe (directly, through workers or through a subprocess): marked
+# ``mediapipe`` so that ``pytest -m "not mediapipe"`` runs the fast part alone.
+MEDIAPIPE_MODULES = {"test_warm", "test_warm_faults", "test_fill", "test_extract", "test_check", "test_dataset"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in MEDIAPIPE_MODULES or item.get_closest_marker("in_child"):
+            item.add_marker(pytest.mark.mediapipe)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
-    """Run the body of a ``@pytest.mark.forked`` test in a forked child; fixtures stay in pytest.
+    """Run the body of a ``@pytest.mark.in_child`` test in a forked child; fixtures stay in pytest.
 
-    The child reports a failure's traceback through a pipe; the parent fails the test with it.
+    The child reports a failure's traceback through a pipe; the parent fails the test with it. If
+    the parent is stopped meanwhile (pytest-timeout, Ctrl+C), the child is killed, not orphaned.
     """
-    if pyfuncitem.get_closest_marker("forked") is None:
+    if pyfuncitem.get_closest_marker("in_child") is None:
         return None
-    import traceback
-
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run the test, report, leave without running pytest's teardown
         os.close(read_end)
-        code, message = 0, b""
-        try:
-            pyfuncitem.obj(**args)
-        except BaseException as exc:  # noqa: BLE001 - every outcome is reported to the parent
-            code = 2 if isinstance(exc, pytest.skip.Exception) else 1
-            message = (str(exc) if code == 2 else traceback.format_exc()).encode()
-        os.write(write_end, message)
-        os.close(write_end)
-        os._exit(code)
+        _run_in_child(pyfuncitem, args, write_end)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # a timeout or Ctrl+C in the parent: no orphan keeps MediaPipe
+        os.waitpid(pid, 0)
+        raise
     code = os.waitstatus_to_exitcode(status)
     if code == 2:
         pytest.skip(message)
     if code != 0:
         pytest.fail(f"in the forked child (exit {code}):\n{message}", pytrace=False)
     return True
+
+
+def _run_in_child(pyfuncitem, args, write_end: int) -> None:
+    import traceback
+
+    code, message = 0, b""
+    try:
+        pyfuncitem.obj(**args)
+    except BaseException as exc:  # noqa: BLE001 - every outcome is reported to the parent
+        code = 2 if isinstance(exc, pytest.skip.Exception) else 1
+        message = (str(exc) if code == 2 else traceback.format_exc()).encode()
+    os.write(write_end, message)
+    os.close(write_end)
+    os._exit(code)

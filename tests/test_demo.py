@@ -182,7 +182,7 @@ def test_refuses_a_folder_with_a_real_release(tmp_path):
     assert not (tmp_path / MARKER).exists()
 
 
-@pytest.mark.forked  # a Holistic in the pytest process would break DataLoader workers forked later
+@pytest.mark.in_child  # a Holistic in the pytest process would break DataLoader workers forked later
 def test_holistic_finds_pose_and_face_in_every_frame(demo_roots):
     mp = pytest.importorskip("mediapipe")
     samples = [read_corpus(demo_roots["phoenix-2014-multisigner"], "train")[0],

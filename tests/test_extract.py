@@ -13,7 +13,7 @@ from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 
 # Every test here may run MediaPipe in the test process: keep it out of the pytest process,
 # whose later DataLoader workers a Holistic would break (see conftest).
-pytestmark = pytest.mark.forked
+pytestmark = pytest.mark.in_child
 
 # Max |x, y| difference (share of the image size, ~1.3 px at 260 px) between our extraction and
 # plain MediaPipe on the same RGB frames. Feeding BGR moves pose points by ~0.09 and face points by

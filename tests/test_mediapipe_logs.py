@@ -147,19 +147,18 @@ EXTRACT_PROBE = """
     from pathlib import Path
     from phoenix_data.extract import ExtractionSettings, get_extractor
     from phoenix_data.frames import list_frames, read_frames_rgb
-    from phoenix_data.mediapipe_logs import quiet_mediapipe
 
-    quiet_mediapipe(verbose=sys.argv[2] == "verbose")
-    extractor = get_extractor(ExtractionSettings())
+    extractor = get_extractor(ExtractionSettings())  # the extractor quiets MediaPipe itself
     for video in range(2):  # each video restarts the graph, which logs again
         record = extractor.extract(read_frames_rgb(list_frames(Path(sys.argv[1]))))
         print(record.num_frames, record.detection_rates()["pose"])
 """
 
 
+@pytest.mark.mediapipe
 def test_real_holistic_noise_is_gone_unless_verbose(real_frames_dir):
-    quiet = run_python(EXTRACT_PROBE, str(real_frames_dir), "quiet")
-    verbose = run_python(EXTRACT_PROBE, str(real_frames_dir), "verbose")
+    quiet = run_python(EXTRACT_PROBE, str(real_frames_dir))
+    verbose = run_python(EXTRACT_PROBE, str(real_frames_dir), verbose_env=True)  # as --verbose sets it
     for result in (quiet, verbose):
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == ["2", "1.0", "2", "1.0"]  # the landmarks are not affected
@@ -186,6 +185,7 @@ ERROR_PROBE = """
 """
 
 
+@pytest.mark.mediapipe
 def test_mediapipe_errors_and_native_crashes_still_reach_stderr():
     result = run_python(ERROR_PROBE)
     assert result.returncode == SIGABRT_STATUS, result.stderr

@@ -19,8 +19,8 @@ from typing import Iterator, List, Optional
 
 from ..cache import describe_discarded
 from .plan import ALL_SPLITS, WarmOptions, WarmPlan, available_cores, default_workers, make_plan
-from .report import (EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FAILED_FILE,
-                     METRICS_FILE, SUMMARY_FILE, MetricsWriter, count_late_commits, exit_status,
+from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .report import (FAILED_FILE, METRICS_FILE, SUMMARY_FILE, MetricsWriter, count_late_commits, exit_status,
                      failed_samples, summarize, write_json_atomic)
 from .run import RunState, run_tasks
 

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from ..cache import LandmarkCache
 from ..corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release, read_release_split
-from ..extract import ExtractionSettings
+from ..extract import ExtractionSettings, ExtractorSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class WarmOptions:
     repair: bool = False  # decode every cached record (checksums too); re-extract damaged ones
     heartbeat: float = DEFAULT_HEARTBEAT_SECONDS
     progress_bar: Optional[bool] = None
-    settings: ExtractionSettings = field(default_factory=ExtractionSettings)
+    settings: ExtractorSettings = field(default_factory=ExtractionSettings)
 
     @property
     def reports(self) -> Path:

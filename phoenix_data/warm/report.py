@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .. import __version__
+from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
 from ..extract import PARTS, mediapipe_version
 from ..fill import Outcome
 from .plan import WarmOptions, WarmPlan
@@ -24,11 +25,6 @@ from .run import RunState, TaskResult
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_INTERRUPTED = 130
 SUMMARY_FILE = "summary.json"
 FAILED_FILE = "failed_samples.json"
 METRICS_FILE = "metrics.csv"

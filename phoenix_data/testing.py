@@ -1,0 +1,92 @@
+"""A fast stand-in for MediaPipe, behind the same extractor seam: for tests and examples, not for training.
+
+``PhoenixLandmarks(root, split, cache=..., settings=FakeExtractorSettings())`` (or
+``WarmOptions(settings=FakeExtractorSettings())``) runs the whole path (frames, the isolated helper or
+workers, the LMDB cache, the items) in milliseconds a frame instead of 30-45. Its landmarks are a
+function of the frame's pixels, so a test can still tell which frames a record was made from and
+in which order. Its fingerprint differs from every MediaPipe setting: a cache never mixes the two.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+from .extract import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
+
+# The fake's one part that comes and goes: the right hand is "found" where the frame's mean red
+# value is above this (a frame turned dark loses it, as a hand out of view would).
+HAND_THRESHOLD = 64
+
+
+@dataclass(frozen=True)
+class FakeExtractorSettings:
+    """Settings of the fake extractor; ``delay`` seconds per frame imitate a slow estimator."""
+
+    delay: float = 0.0
+
+    @property
+    def num_points(self) -> int:
+        return NUM_POINTS
+
+    def as_dict(self) -> dict:
+        return dict(asdict(self), extractor="fake")
+
+    def identity(self) -> dict:
+        return {"settings": self.as_dict(), "extractor": "phoenix_data.testing", "schema": SCHEMA_VERSION}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def check_ready(self) -> None:
+        """Always ready: needs nothing installed."""
+
+    def build(self) -> "FakeExtractor":
+        return FakeExtractor(self)
+
+
+class FakeExtractor:
+    """Landmarks from pixel statistics: pose and face in every frame, right hand in bright frames."""
+
+    def __init__(self, settings: FakeExtractorSettings) -> None:
+        self.settings = settings
+
+    def extract(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
+        start, rows, size = time.perf_counter(), [], None
+        for frame in frames:
+            size = frame.shape[:2]
+            rows.append(fake_points(frame))
+            time.sleep(self.settings.delay)
+        if size is None:
+            raise ValueError("no frames to extract from.")
+        landmarks = np.stack(rows)
+        confidence = np.zeros(landmarks.shape[:2], np.float32)
+        slices = part_slices(NUM_POINTS)
+        confidence[:, slices["pose"]] = 0.9
+        confidence[:, slices["face"]] = 1.0
+        right = np.any(landmarks[:, slices["right_hand"]] != 0, axis=(1, 2))
+        confidence[right, slices["right_hand"]] = 1.0
+        return LandmarkRecord(landmarks, confidence, width=size[1], height=size[0], pid=os.getpid(),
+                              seconds=time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Nothing to free."""
+
+
+def fake_points(frame: np.ndarray) -> np.ndarray:
+    """float32 [543, 3] from one RGB frame: each found part's points spread around the frame's mean colour."""
+    mean = frame.reshape(-1, 3).mean(axis=0) / 255.0
+    points = np.zeros((NUM_POINTS, 3), np.float32)
+    slices = part_slices(NUM_POINTS)
+    for part in ("pose", "face", "right_hand"):
+        if part == "right_hand" and mean[0] * 255 <= HAND_THRESHOLD:
+            continue
+        index = np.arange(slices[part].stop - slices[part].start, dtype=np.float32)
+        points[slices[part]] = np.stack([mean[0] + index / 1000, mean[1] + index / 2000,
+                                         np.full_like(index, mean[2] - 0.5)], axis=1)
+    return points
