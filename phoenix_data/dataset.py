@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -75,10 +75,13 @@ class PhoenixLandmarks(Dataset):
         return self.transform(item) if self.transform is not None else item
 
     def __repr__(self) -> str:
+        return (f"PhoenixLandmarks(release={self.release.name!r}, split={self.split!r}, samples={len(self)}, "
+                f"cache={str(self.cache.path)!r})")
+
+    def coverage(self) -> Tuple[int, int]:
+        """(samples with a record in the cache, samples): reads the cache, unlike ``repr``."""
         with self.cache.session():
-            cached = len(self.cache.cached(s.key for s in self.samples))
-        return (f"PhoenixLandmarks(release={self.release.name!r}, split={self.split!r}, "
-                f"cache={str(self.cache.path)!r}, coverage={cached}/{len(self)} cached)")
+            return len(self.cache.cached(s.key for s in self.samples)), len(self)
 
     # extraction
     def _extract_and_store(self, sample: Sample) -> LandmarkRecord:

@@ -98,7 +98,10 @@ def test_other_settings_raise_then_overwrite(tmp_path):
 def test_pickles_without_its_environment(tmp_path):
     cache = LandmarkCache(tmp_path / "c")
     cache.put("a", fake_record(2))  # the environment is open in this process now
-    clone = pickle.loads(pickle.dumps(cache))
+    state = pickle.dumps(cache)
+    assert b"Environment" not in state and len(state) < 2000  # path and settings, no handle
+    clone = pickle.loads(state)
+    assert set(vars(clone)) == {"path", "settings", "readonly", "map_size", "discarded"}
     assert clone.num_frames("a") == 2
     cache.close()
 
