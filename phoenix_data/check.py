@@ -31,6 +31,7 @@ from .cache import CacheError, CacheRecordError, LandmarkCache
 from .corpus import SPLITS, CorpusError, Release, Sample, find_release, read_release_split
 from .extract import PARTS, ExtractionSettings, LandmarkRecord, mediapipe_version
 from .frames import FramesError, list_frames
+from .verify import NO_FRAMES, record_problems
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,9 @@ def _check_cache_split(cache: LandmarkCache, scan: SplitScan, failures: Dict[str
         except CacheRecordError as exc:
             result.bad[sample.key] = str(exc)
             continue
-        reasons = record_problems(record, scan, sample.key, cache.settings.num_points) if verify else []
+        reasons = record_problems(record, cache.settings.num_points, scan.frames.get(sample.key),
+                                  scan.first_frame.get(sample.key),
+                                  scan.problems.get(sample.key, NO_FRAMES)) if verify else []
         if reasons:
             result.bad[sample.key] = "; ".join(reasons)
         _add_detection(result, sample, record)
@@ -209,43 +212,6 @@ def _add_detection(result: CacheSplit, sample: Sample, record: LandmarkRecord) -
     rates = counts / max(record.num_frames, 1)
     result.detections.append(SampleDetection(sample.split, sample.id, record.num_frames,
                                              dict(zip(PARTS + (EITHER_HAND,), map(float, rates)))))
-
-
-def record_problems(record: LandmarkRecord, scan: SplitScan, key: str, num_points: int) -> List[str]:
-    """What is wrong with a decoded record, checked against the frames on disk (empty: nothing)."""
-    lm, conf = record.landmarks, record.confidence
-    reasons = []
-    on_disk = scan.frames.get(key)
-    if on_disk is None:
-        reasons.append(f"cannot compare with the corpus: {scan.problems.get(key, 'no frames on disk')}")
-    elif record.num_frames != on_disk:
-        reasons.append(f"record has {record.num_frames} frames, {on_disk} PNG frames on disk; re-extract it")
-    if lm.ndim != 3 or lm.shape[1:] != (num_points, 3):
-        reasons.append(f"landmarks shape {tuple(lm.shape)}; expected [T, {num_points}, 3]")
-    if conf.shape != lm.shape[:2]:
-        reasons.append(f"confidence shape {tuple(conf.shape)}; expected [T, N] = {tuple(lm.shape[:2])}")
-    if not (np.isfinite(lm).all() and np.isfinite(conf).all()):
-        reasons.append("non-finite values (NaN or inf) in landmarks or confidence")
-    elif conf.size and (conf.min() < 0 or conf.max() > 1):
-        reasons.append(f"confidence in [{conf.min():.3g}, {conf.max():.3g}]; expected within [0, 1]")
-    size = _frame_size(scan.first_frame.get(key))
-    if size is not None and size != (record.width, record.height):
-        reasons.append(f"record made from {record.width}x{record.height} frames, "
-                       f"frames on disk are {size[0]}x{size[1]}")
-    return reasons
-
-
-def _frame_size(path: Optional[Path]) -> Optional[Tuple[int, int]]:
-    """(width, height) from a PNG's header, without decoding it; None when unreadable."""
-    if path is None:
-        return None
-    from PIL import Image  # noqa: PLC0415
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except OSError:
-        return None
 
 
 # --- DataLoader smoke test --------------------------------------------------------------------

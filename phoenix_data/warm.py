@@ -48,6 +48,7 @@ from .cache import CacheError, LandmarkCache
 from .corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release
 from .dataset import PhoenixLandmarks, SampleStatus
 from .extract import PARTS, ExtractionSettings, holistic_builds, mediapipe_version
+from .verify import records_to_repair
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,11 @@ def make_plan(options: WarmOptions) -> WarmPlan:
                 for rel in releases for split in release_splits(rel, options.split)]
     keys = [sample.key for dataset in datasets for sample in dataset.samples]
     with cache.session():  # closed again: an LMDB env must not cross the workers' fork()
-        cached, damaged = cache.check_records(keys, full=options.repair)
+        if options.repair:  # what phoenix-dataset --verify lists, dropped so that the workers extract it
+            cached, damaged = records_to_repair(cache, (s for d in datasets for s in d.samples))
+            cache.discard(damaged)
+        else:
+            cached, damaged = cache.check_records(keys)
         failures = {k: v.get("reason", "") for k, v in cache.failures().items() if k not in cached}
     for key, reason in damaged.items():
         log.warning("[warm] damaged record, extracting again: %s", reason)

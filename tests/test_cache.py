@@ -19,7 +19,7 @@ from phoenix_data.extract import NUM_POINTS, ExtractionSettings, part_slices
 
 def test_round_trip_precision_and_size():
     record = fake_record(140, hands=False)
-    data = encode_record(record)
+    data = encode_record(record, "k")
     assert len(data) / 140 < 3300  # bytes per frame, header included
     back = decode_record(data, "k")
     assert back.landmarks.shape == (140, NUM_POINTS, 3) and back.landmarks.dtype == np.float32
@@ -32,7 +32,7 @@ def test_round_trip_precision_and_size():
 
 
 def test_damaged_records_raise_naming_the_sample():
-    data = encode_record(fake_record(5))
+    data = encode_record(fake_record(5), "rel/dev/abc")
     with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*truncated"):
         decode_record(data[:-7], "rel/dev/abc")
     with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*shorter than a header"):
@@ -41,8 +41,8 @@ def test_damaged_records_raise_naming_the_sample():
         decode_record(b"\x80\x04" + b"\0" * 100, "x")  # a pickle, say
     flipped = bytearray(data)
     flipped[-100] ^= 0xFF
-    with pytest.raises(CacheRecordError, match="'x'.*checksum"):
-        decode_record(bytes(flipped), "x")
+    with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*checksum"):
+        decode_record(bytes(flipped), "rel/dev/abc")
 
 
 def overwrite_raw(cache: LandmarkCache, key: str, value: bytes) -> None:
@@ -56,7 +56,7 @@ def test_truncated_record_in_the_cache_raises(tmp_path):
     cache = LandmarkCache(tmp_path / "c")
     cache.put("r/train/a", fake_record(4))
     cache.close()
-    overwrite_raw(cache, "r/train/a", encode_record(fake_record(4))[:-1])
+    overwrite_raw(cache, "r/train/a", encode_record(fake_record(4), "r/train/a")[:-1])
     with pytest.raises(CacheRecordError, match="r/train/a"):
         cache.get("r/train/a")
     cache.close()
@@ -193,9 +193,8 @@ def test_check_records_tells_good_damaged_and_missing(tmp_path):
     for key in ("good", "short", "flipped"):
         cache.put(key, fake_record(3))
     cache.close()
-    data = encode_record(fake_record(3))
-    overwrite_raw(cache, "short", data[:-1])
-    flipped = bytearray(data)
+    overwrite_raw(cache, "short", encode_record(fake_record(3), "short")[:-1])
+    flipped = bytearray(encode_record(fake_record(3), "flipped"))
     flipped[-50] ^= 1
     overwrite_raw(cache, "flipped", bytes(flipped))
     good, damaged = cache.check_records(["good", "short", "flipped", "missing"])
