@@ -43,6 +43,7 @@ _META_KEY = b"identity"
 # LMDB's key limit (py-lmdb's bundled LMDB: env.max_key_size() == 511). Longer sample keys are
 # stored under a digest (``db_key``).
 MAX_KEY_BYTES = 511
+_MAX_GROWTHS = 32  # doublings of the map a table creation may need (from a few KiB)
 
 
 def db_key(key: str) -> bytes:
@@ -83,19 +84,29 @@ class _Handle:
         except lmdb.Error as exc:
             hint = ("" if readonly else " If it is a finished cache on a read-only disk, open it with "
                     "readonly=True.")
-            raise CacheError(f"cannot open the cache {path}: {exc}.{hint}") from None
+            # lmdb's message starts with the path already: say it once
+            reason = str(exc).split(": ", 1)[1] if str(exc).startswith(f"{path}: ") else str(exc)
+            raise CacheError(f"cannot open the cache {path}: {reason}.{hint}") from None
         self.dbs: Dict[bytes, object] = {}
         self.readonly = readonly
 
     def db(self, name: bytes):
         if name not in self.dbs:
             try:
-                self.dbs[name] = follow_growth(
-                    self.env, lambda: self.env.open_db(name, create=not self.readonly))
+                self.dbs[name] = follow_growth(self.env, lambda: self._open_db(name))
             except lmdb.NotFoundError:
                 raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
                                  "is it a phoenix_data cache?") from None
         return self.dbs[name]
+
+    def _open_db(self, name: bytes):
+        """Open (or create) a table; creating one in a map too small for it grows the map, as a put does."""
+        for _ in range(_MAX_GROWTHS):
+            try:
+                return self.env.open_db(name, create=not self.readonly)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)  # no transaction of ours is open
+        return self.env.open_db(name, create=not self.readonly)
 
 
 def follow_growth(env: lmdb.Environment, start):
