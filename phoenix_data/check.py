@@ -63,7 +63,7 @@ class SplitScan:
     frames: Dict[str, int] = field(default_factory=dict)  # sample key -> PNG frames on disk
     first_frame: Dict[str, Path] = field(default_factory=dict)
     problems: Dict[str, str] = field(default_factory=dict)  # sample key -> why its frames cannot be read
-    error: Optional[str] = None  # the split's CSV cannot be read
+    missing: bool = False  # no CSV for this split: not part of this copy (SI5 has no dev), no problem
 
     @property
     def signers(self) -> int:
@@ -79,11 +79,13 @@ class CorpusReport:
 
 
 def scan_split(release: Release, split: str) -> SplitScan:
-    """Read a split's CSV and count each sample's PNG frames; a bad sample is noted, not raised."""
-    try:
-        scan = SplitScan(split, read_release_split(release, split))
-    except CorpusError as exc:
-        return SplitScan(split, error=str(exc))
+    """Read a split's CSV and count each sample's PNG frames; a bad sample is noted, not raised.
+
+    A split without a CSV is noted as missing; a CSV that cannot be read raises CorpusError.
+    """
+    if not release.csv_path(split).is_file():
+        return SplitScan(split, missing=True)
+    scan = SplitScan(split, read_release_split(release, split))
     log.info("counting the frames of %d %s samples of %s", len(scan.samples), split, release.name)
     for sample in tqdm(scan.samples, desc=f"frames {split}", unit="sample", disable=None, leave=False):
         try:
@@ -102,10 +104,10 @@ def check_corpus(release: Release, splits: Sequence[str]) -> CorpusReport:
 
     scans = [scan_split(release, split) for split in splits]
     train = next((s for s in scans if s.split == "train"), None)
-    try:
-        train_samples = train.samples if train is not None else read_release_split(release, "train")
-    except CorpusError:
-        train_samples = []
+    if train is not None:
+        train_samples = train.samples
+    else:
+        train_samples = read_release_split(release, "train") if release.csv_path("train").is_file() else []
     if not train_samples:
         return CorpusReport(release, scans, None, {})
     vocab = Vocabulary.from_samples(train_samples)
@@ -353,8 +355,8 @@ def format_corpus(report: CorpusReport) -> List[str]:
     rows = []
     for scan in report.scans:
         counts = list(scan.frames.values())
-        if scan.error:
-            rows.append([scan.split, "-", "-", "-", "-", "-", "-", "-", "CSV unreadable"])
+        if scan.missing:
+            rows.append([scan.split, "-", "-", "-", "-", "-", "-", "-", "no CSV (not part of this copy)"])
             continue
         frames = ([sum(counts), min(counts), f"{np.mean(counts):.1f}", max(counts)] if counts else ["-"] * 4)
         rate = report.oov.get(scan.split)
@@ -367,9 +369,6 @@ def format_corpus(report: CorpusReport) -> List[str]:
     else:
         lines.append(f"  Gloss vocabulary (train): {report.glosses} glosses "
                      f"(+ <blank> and <unk> = {report.glosses + 2} model tokens)")
-    for scan in report.scans:
-        if scan.error:
-            lines.append(f"  {scan.split}: {scan.error}")
     lines += _sample_list("Samples whose frames cannot be read", [
         (scan.split, key, reason) for scan in report.scans for key, reason in scan.problems.items()], MAX_LISTED)
     return lines
@@ -445,8 +444,7 @@ def format_smoke(result: SmokeResult) -> List[str]:
 
 def problem_summary(corpus: CorpusReport, cache: Optional[CacheReport], smoke: SmokeResult) -> List[str]:
     """One phrase per kind of problem found; empty when the data can be trusted."""
-    counts = [(sum(1 for s in corpus.scans if s.error), "split CSV(s) unreadable"),
-              (sum(len(s.problems) for s in corpus.scans), "sample(s) whose frames cannot be read")]
+    counts = [(sum(len(s.problems) for s in corpus.scans), "sample(s) whose frames cannot be read")]
     if cache is not None:
         counts += [(sum(len(c.failed) for c in cache.splits), "failed extraction(s) in the cache"),
                    (sum(len(c.bad) for c in cache.splits), "bad cache record(s)")]
@@ -516,8 +514,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args, emit=lambda line: print(line, flush=True))
     except CorpusError as exc:
-        print(f"phoenix-dataset: error: {exc}\n  (pass the release folder or its archive folder as --root; "
-              "pick one release with --release)", file=sys.stderr)
+        print(f"phoenix-dataset: error: {exc}", file=sys.stderr)  # one line: it names the file, or --root
     except (CheckError, FramesError) as exc:
         print(f"phoenix-dataset: error: {exc}", file=sys.stderr)
     except lmdb.Error as exc:
