@@ -253,14 +253,15 @@ def step_costs(info: dict, kind: str, samples: int = 50) -> Dict[str, float]:
         per_sample("np.load", lambda k: np.load(paths[k]))
         per_sample("item (__getitem__)", lambda k: dataset[keys.index(k)])
         return costs
-    from phoenix_data.cache import decode_record
+    from phoenix_data.cache import db_key, decode_record
+    from phoenix_data.record import _check_values  # noqa: PLC2701 - one step of decode_record, alone
 
     cache = dataset.cache
     env, db = cache._env(), cache._db(b"samples")  # noqa: SLF001 - the steps of LandmarkCache.get, apart
     with env.begin(db=db) as txn:
-        raw = {k: txn.get(k.encode()) for k in keys}
+        raw = {k: txn.get(db_key(k)) for k in keys}
     with env.begin(db=db, buffers=True) as txn:
-        per_sample("lmdb txn.get (buffers, no copy)", lambda k: txn.get(k.encode()))
+        per_sample("lmdb txn.get (buffers, no copy)", lambda k: txn.get(db_key(k)))
     parts = {k: _record_parts(raw[k], k) for k in keys}
     per_sample("zlib.crc32 of the payload", lambda k: zlib.crc32(parts[k]["payload"]))
     per_sample("float16 -> float32 landmarks (numpy astype)",
@@ -268,6 +269,7 @@ def step_costs(info: dict, kind: str, samples: int = 50) -> Dict[str, float]:
     per_sample("float16 -> float32 landmarks (torch, as the dataset does)",
                lambda k: torch.from_numpy(np.frombuffer(parts[k]["landmarks"], "<f2").copy()).float())
     per_sample("confidence [T, 543] rebuilt", lambda k: _confidence(parts[k]))
+    per_sample("value checks (finite landmarks, presence flags)", lambda k: _check_values(parts[k]["arrays"], k))
     per_sample("decode_record (all of it, float32)", lambda k: decode_record(raw[k], k))
     per_sample("cache.get (txn + decode, float16 as the dataset asks)", lambda k: cache.get(k, float16=True))
     per_sample("item (__getitem__)", lambda k: dataset[keys.index(k)])
@@ -275,14 +277,13 @@ def step_costs(info: dict, kind: str, samples: int = 50) -> Dict[str, float]:
 
 
 def _record_parts(data: bytes, key: str) -> dict:
-    from phoenix_data.cache import _HEADER, decode_header  # noqa: PLC2701 - the record's own layout
-    from phoenix_data.extract import POSE_POINTS
+    from phoenix_data.record import _split_payload, decode_header  # noqa: PLC2701 - the record's own layout
 
-    t, n, *_ = decode_header(data, key)
-    payload = memoryview(data)[_HEADER.size:]
-    cut = t * n * 3 * 2
-    return {"t": t, "n": n, "payload": payload, "landmarks": payload[:cut],
-            "visibility": payload[cut:cut + t * POSE_POINTS], "presence": payload[cut + t * POSE_POINTS:]}
+    header = decode_header(data, key)
+    payload = memoryview(data)[header.size:]
+    arrays = _split_payload(payload, header)
+    return {"t": header.frames, "n": header.points, "payload": payload, "arrays": arrays,
+            **{name: memoryview(array).cast("B") for name, array in arrays.items()}}
 
 
 def _confidence(parts: dict):

@@ -2,9 +2,12 @@
 
 One LMDB environment holds three named databases:
 
-- ``samples``: sample key -> record (a fixed header, then numeric arrays; see ``encode_record``);
-- ``failures``: sample key -> JSON ``{"reason": ..., "time": ...}`` for samples that could not be extracted;
+- ``samples``: sample key -> record (a fixed header, then numeric arrays; see phoenix_data/record.py);
+- ``failures``: sample key -> JSON ``{"key": ..., "reason": ..., "time": ...}`` for samples that could not
+  be extracted;
 - ``meta``: the extraction settings, their fingerprint and versions the records were made with.
+
+Keys longer than LMDB's limit are stored under a digest (``db_key``), in every table.
 
 Storage: landmarks as float16 (relative error 2**-11: <0.06 px for in-frame points of a 210x260
 frame, 0.25 px measured on off-screen pose points), pose visibility as uint8 (error <= 1/510), face
@@ -14,20 +17,21 @@ float32 landmarks alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
-import struct
 import time
-import zlib
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 import lmdb
-import numpy as np
+from .extract import ExtractionSettings, ExtractorSettings, LandmarkRecord
+from .record import CacheError, CacheRecordError, decode_header, decode_record, encode_record
 
-from .extract import PARTS, POSE_POINTS, ExtractionSettings, ExtractorSettings, LandmarkRecord, part_slices
+__all__ = ["CacheError", "CacheRecordError", "LandmarkCache", "db_key", "decode_header", "decode_record",
+           "encode_record"]
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +40,11 @@ log = logging.getLogger(__name__)
 # still grown on demand (MapFullError), and other processes follow (MapResizedError).
 DEFAULT_MAP_SIZE = 32 << 30
 _DBS = (b"samples", b"failures", b"meta")
-_MAGIC = b"PHXL"
-_RECORD_VERSION = 1
-# magic, version, frames, points, width, height, extracting pid, seconds, crc32 of the payload
-_HEADER = struct.Struct("<4sHIHHHIfI")
 _META_KEY = b"identity"
-_REPAIR = "Re-extract it: phoenix-warm-cache --repair checks every record and re-extracts damaged ones."
-
-
-class CacheError(RuntimeError):
-    """A cache that cannot be used as asked (missing, other settings, read-only)."""
-
-
-class CacheRecordError(CacheError):
-    """A record that does not decode: truncated, foreign or damaged."""
+# LMDB's key limit (py-lmdb's bundled LMDB: env.max_key_size() == 511). Longer sample keys are
+# stored under a digest (``db_key``).
+MAX_KEY_BYTES = 511
+_MAX_GROWTHS = 32  # doublings of the map a table creation may need (from a few KiB)
 
 
 class CacheSpaceError(CacheError):
@@ -92,68 +87,17 @@ def ensure_space(path: Path, needed: int, what: str) -> None:
             "--cache on a disk with room; rerun to resume (what was written is kept).")
 
 
-# --- record encoding -------------------------------------------------------------------------
-
-def encode_record(record: LandmarkRecord, key: str = "?") -> bytes:
-    """Header + float16 landmarks [T, N, 3] + uint8 pose visibility [T, 33] + uint8 presence [T, 4]."""
-    t, n, _ = record.landmarks.shape
-    landmarks = record.landmarks.astype("<f2")
-    if not np.isfinite(landmarks).all() and np.isfinite(record.landmarks).all():
-        raise CacheError(f"landmarks of {key!r} reach {np.abs(record.landmarks).max():.4g}, beyond float16's "
-                         "65504; normalized MediaPipe coordinates never should: check the extraction.")
-    pose = part_slices(n)["pose"]
-    visibility = np.rint(np.clip(record.confidence[:, pose], 0, 1) * 255).astype(np.uint8)
-    presence = record.presence().astype(np.uint8)
-    payload = landmarks.tobytes() + visibility.tobytes() + presence.tobytes()
-    header = _HEADER.pack(_MAGIC, _RECORD_VERSION, t, n, record.width, record.height,
-                          record.pid, record.seconds, zlib.crc32(payload))
-    return header + payload
-
-
-def _payload_size(t: int, n: int) -> int:
-    return t * n * 3 * 2 + t * POSE_POINTS + t * len(PARTS)
-
-
-def decode_header(data: Union[bytes, memoryview], key: str) -> Tuple[int, ...]:
-    """(frames, points, width, height, pid, seconds, crc) of a record, checked against its length."""
-    if len(data) < _HEADER.size:
-        raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes, shorter than a header; "
-                               "it is truncated or not a phoenix_data record. " + _REPAIR)
-    magic, version, t, n, w, h, pid, seconds, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC or version != _RECORD_VERSION:
-        raise CacheRecordError(f"cache record of {key!r} is not a phoenix_data v{_RECORD_VERSION} record "
-                               f"(magic {magic!r}, version {version}).")
-    expected = _HEADER.size + _payload_size(t, n)
-    if len(data) != expected:
-        raise CacheRecordError(f"cache record of {key!r} is {len(data)} bytes; its header promises "
-                               f"{expected} ({t} frames x {n} points): truncated or damaged. " + _REPAIR)
-    return t, n, w, h, pid, seconds, crc
-
-
-def decode_record(data: Union[bytes, memoryview], key: str, float16: bool = False) -> LandmarkRecord:
-    """The record ``encode_record`` wrote; raises CacheRecordError naming ``key`` on any damage.
-
-    ``float16=True`` leaves the landmarks as stored, for a caller that converts them faster
-    (torch's ``Tensor.float()`` is ~10x quicker than numpy's ``astype`` here).
-    """
-    t, n, w, h, pid, seconds, crc = decode_header(data, key)
-    payload = memoryview(data)[_HEADER.size:]
-    if zlib.crc32(payload) != crc:
-        raise CacheRecordError(f"cache record of {key!r} fails its checksum: damaged. " + _REPAIR)
-    try:
-        slices = part_slices(n)
-    except ValueError as exc:
-        raise CacheRecordError(f"cache record of {key!r}: {exc}") from None
-    split_at = np.cumsum([t * n * 3 * 2, t * POSE_POINTS])
-    landmarks = np.frombuffer(payload[:split_at[0]], "<f2").reshape(t, n, 3)
-    landmarks = landmarks.copy() if float16 else landmarks.astype(np.float32)  # no view of LMDB's map
-    visibility = np.frombuffer(payload[split_at[0]:split_at[1]], np.uint8).reshape(t, POSE_POINTS)
-    presence = np.frombuffer(payload[split_at[1]:], np.uint8).reshape(t, len(PARTS))
-    confidence = np.empty((t, n), np.float32)
-    for index, part in enumerate(PARTS):
-        confidence[:, slices[part]] = presence[:, index:index + 1]
-    confidence[:, slices["pose"]] = visibility / np.float32(255)
-    return LandmarkRecord(landmarks, confidence, width=w, height=h, pid=pid, seconds=seconds)
+def db_key(key: str) -> bytes:
+    """The LMDB key of sample ``key`` in every table: its UTF-8, or past LMDB's key limit
+    ``<release>/<split>/#<sha256 hex>`` (the record's own key digest still names the full key)."""
+    encoded = key.encode("utf-8")
+    if len(encoded) <= MAX_KEY_BYTES:
+        return encoded
+    parts = key.split("/", 2)
+    release_split = f"{parts[0]}/{parts[1]}/" if len(parts) == 3 else ""
+    if len(release_split.encode("utf-8")) > MAX_KEY_BYTES // 2:
+        release_split = ""
+    return f"{release_split}#{hashlib.sha256(encoded).hexdigest()}".encode("utf-8")
 
 
 # --- per-process environments ---------------------------------------------------------------
@@ -192,12 +136,20 @@ class _Handle:
     def db(self, name: bytes):
         if name not in self.dbs:
             try:
-                self.dbs[name] = follow_growth(
-                    self.env, lambda: self.env.open_db(name, create=not self.readonly))
+                self.dbs[name] = follow_growth(self.env, lambda: self._open_db(name))
             except lmdb.NotFoundError:
                 raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
                                  "is it a phoenix_data cache?") from None
         return self.dbs[name]
+
+    def _open_db(self, name: bytes):
+        """Open (or create) a table; creating one in a map too small for it grows the map, as a put does."""
+        for _ in range(_MAX_GROWTHS):
+            try:
+                return self.env.open_db(name, create=not self.readonly)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)  # no transaction of ours is open
+        return self.env.open_db(name, create=not self.readonly)
 
 
 def _lmdb_reason(exc: lmdb.Error) -> str:
@@ -452,26 +404,27 @@ class LandmarkCache:
         ``float16``: landmarks as stored (see ``decode_record``).
         """
         with self._reading(b"samples", buffers=True) as txn:
-            data = txn.get(key.encode())
-            return None if data is None else decode_record(data, key, float16)
+            data = txn.get(db_key(key))
+            return None if data is None else decode_record(data, key, float16, self.settings.num_points)
 
     def num_frames(self, key: str) -> Optional[int]:
         """Frames of a cached record from its header alone, or None when it is not cached."""
         with self._reading(b"samples", buffers=True) as txn:
-            data = txn.get(key.encode())
-            return None if data is None else decode_header(data, key)[0]
+            data = txn.get(db_key(key))
+            return None if data is None else decode_header(data, key, self.settings.num_points).frames
 
     def extracted_by(self, key: str) -> Optional[int]:
         """The pid that extracted the cached record of ``key`` (from its header), or None when not cached."""
         with self._reading(b"samples", buffers=True) as txn:
-            data = txn.get(key.encode())
-            return None if data is None else decode_header(data, key)[4]
+            data = txn.get(db_key(key))
+            return None if data is None else decode_header(data, key, self.settings.num_points).pid
 
     def __contains__(self, key: str) -> bool:
         with self._reading(b"samples", buffers=True) as txn:
-            return txn.get(key.encode()) is not None
+            return txn.get(db_key(key)) is not None
 
     def keys(self) -> Iterator[str]:
+        """The stored keys: sample keys, and ``db_key``'s digest form of those past LMDB's key limit."""
         with self._reading(b"samples") as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
                 yield bytes(key).decode()
@@ -479,22 +432,23 @@ class LandmarkCache:
     def cached(self, keys: Iterable[str]) -> Set[str]:
         """Which of ``keys`` have a record."""
         with self._reading(b"samples", buffers=True) as txn:
-            return {k for k in keys if txn.get(k.encode()) is not None}
+            return {k for k in keys if txn.get(db_key(k)) is not None}
 
     def check_records(self, keys: Iterable[str], full: bool = False) -> Tuple[Set[str], Dict[str, str]]:
         """(keys whose record reads back, {key: why not} of damaged ones); missing keys are in neither.
 
-        Checks each record's header against its length; ``full`` decodes it too (checksum included).
+        Checks each record's header (identity, points, frames, length); ``full`` decodes it too
+        (checksum and values included).
         """
         good, damaged = set(), {}
         check = decode_record if full else decode_header
         with self._reading(b"samples", buffers=True) as txn:
             for key in keys:
-                data = txn.get(key.encode())
+                data = txn.get(db_key(key))
                 if data is None:
                     continue
                 try:
-                    check(data, key)
+                    check(data, key, num_points=self.settings.num_points)
                     good.add(key)
                 except CacheRecordError as exc:
                     damaged[key] = str(exc)
@@ -503,12 +457,14 @@ class LandmarkCache:
     def failures(self) -> Dict[str, dict]:
         """key -> {"reason", "time"} for samples whose extraction failed (and has not since succeeded)."""
         with self._reading(b"failures") as txn:
-            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
+            found = [(bytes(k).decode(), json.loads(bytes(v))) for k, v in txn.cursor()]
+        # the key inside the value: the LMDB key of a long sample key is only its digest
+        return {value.get("key", key): value for key, value in found}
 
     def failure(self, key: str) -> Optional[dict]:
         """{"reason", "time"} of ``key``'s failed extraction, or None."""
         with self._reading(b"failures") as txn:
-            value = txn.get(key.encode())
+            value = txn.get(db_key(key))
         return None if value is None else json.loads(bytes(value))
 
     # writing
@@ -534,17 +490,24 @@ class LandmarkCache:
                 raise CacheError(f"cache {self.path} now holds records of other extraction settings "
                                  f"(fingerprint {stored.get('fingerprint')}, this process {fingerprint}): "
                                  "another process overwrote it. Use a cache path of your own.")
-            txn.put(key.encode(), data, db=samples)
-            txn.delete(key.encode(), db=failures)
+            txn.put(db_key(key), data, db=samples)
+            txn.delete(db_key(key), db=failures)
 
         self._with_map_retry(write, len(data), f"the record of {key!r}")
         return decode_record(data, key)
 
+    def discard(self, keys: Iterable[str]) -> int:
+        """Delete the records of ``keys`` in one commit, so that they are extracted again; returns how
+        many there were."""
+        self._require_writable()
+        encoded, samples = [db_key(k) for k in keys], self._db(b"samples")
+        return self._with_map_retry(lambda txn: sum(txn.delete(k, db=samples) for k in encoded))
+
     def put_failure(self, key: str, reason: str) -> None:
         self._require_writable()
-        value = json.dumps({"reason": reason, "time": time.time()}).encode()
+        value = json.dumps({"key": key, "reason": reason, "time": time.time()}).encode()
         failures = self._db(b"failures")
-        self._with_map_retry(lambda txn: txn.put(key.encode(), value, db=failures), len(value),
+        self._with_map_retry(lambda txn: txn.put(db_key(key), value, db=failures), len(value),
                              f"the failure of {key!r}")
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from .corpus import SPLITS, CorpusError, Release, Sample, find_release, read_rel
 from .extract import PARTS, ExtractionSettings, ExtractorSettings, LandmarkRecord, mediapipe_version
 from .exit_codes import EXIT_FAILURES, EXIT_OK
 from .frames import FramesError, list_frames
+from .verify import NO_FRAMES, record_problems
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class SplitScan:
     frames: Dict[str, int] = field(default_factory=dict)  # sample key -> PNG frames on disk
     first_frame: Dict[str, Path] = field(default_factory=dict)
     problems: Dict[str, str] = field(default_factory=dict)  # sample key -> why its frames cannot be read
-    error: Optional[str] = None  # the split's CSV cannot be read
+    missing: bool = False  # no CSV for this split: not part of this copy (SI5 has no dev), no problem
 
     @property
     def signers(self) -> int:
@@ -72,11 +73,13 @@ class CorpusReport:
 
 
 def scan_split(release: Release, split: str) -> SplitScan:
-    """Read a split's CSV and count each sample's PNG frames; a bad sample is noted, not raised."""
-    try:
-        scan = SplitScan(split, read_release_split(release, split))
-    except CorpusError as exc:
-        return SplitScan(split, error=str(exc))
+    """Read a split's CSV and count each sample's PNG frames; a bad sample is noted, not raised.
+
+    A split without a CSV is noted as missing; a CSV that cannot be read raises CorpusError.
+    """
+    if not release.csv_path(split).is_file():
+        return SplitScan(split, missing=True)
+    scan = SplitScan(split, read_release_split(release, split))
     log.info("counting the frames of %d %s samples of %s", len(scan.samples), split, release.name)
     for sample in tqdm(scan.samples, desc=f"frames {split}", unit="sample", disable=None, leave=False):
         try:
@@ -95,10 +98,10 @@ def check_corpus(release: Release, splits: Sequence[str]) -> CorpusReport:
 
     scans = [scan_split(release, split) for split in splits]
     train = next((s for s in scans if s.split == "train"), None)
-    try:
-        train_samples = train.samples if train is not None else read_release_split(release, "train")
-    except CorpusError:
-        train_samples = []
+    if train is not None:
+        train_samples = train.samples
+    else:
+        train_samples = read_release_split(release, "train") if release.csv_path("train").is_file() else []
     if not train_samples:
         return CorpusReport(release, scans, None, {})
     vocab = Vocabulary.from_samples(train_samples)
@@ -187,7 +190,9 @@ def _check_cache_split(cache: LandmarkCache, scan: SplitScan, failures: Dict[str
         except CacheRecordError as exc:
             result.bad[sample.key] = str(exc)
             continue
-        reasons = record_problems(record, scan, sample.key, cache.settings.num_points) if verify else []
+        reasons = record_problems(record, cache.settings.num_points, scan.frames.get(sample.key),
+                                  scan.first_frame.get(sample.key),
+                                  scan.problems.get(sample.key, NO_FRAMES)) if verify else []
         if reasons:
             result.bad[sample.key] = "; ".join(reasons)
         _add_detection(result, sample, record)
@@ -203,43 +208,6 @@ def _add_detection(result: CacheSplit, sample: Sample, record: LandmarkRecord) -
     rates = counts / max(record.num_frames, 1)
     result.detections.append(SampleDetection(sample.split, sample.id, record.num_frames,
                                              dict(zip(PARTS + (EITHER_HAND,), map(float, rates)))))
-
-
-def record_problems(record: LandmarkRecord, scan: SplitScan, key: str, num_points: int) -> List[str]:
-    """What is wrong with a decoded record, checked against the frames on disk (empty: nothing)."""
-    lm, conf = record.landmarks, record.confidence
-    reasons = []
-    on_disk = scan.frames.get(key)
-    if on_disk is None:
-        reasons.append(f"cannot compare with the corpus: {scan.problems.get(key, 'no frames on disk')}")
-    elif record.num_frames != on_disk:
-        reasons.append(f"record has {record.num_frames} frames, {on_disk} PNG frames on disk; re-extract it")
-    if lm.ndim != 3 or lm.shape[1:] != (num_points, 3):
-        reasons.append(f"landmarks shape {tuple(lm.shape)}; expected [T, {num_points}, 3]")
-    if conf.shape != lm.shape[:2]:
-        reasons.append(f"confidence shape {tuple(conf.shape)}; expected [T, N] = {tuple(lm.shape[:2])}")
-    if not (np.isfinite(lm).all() and np.isfinite(conf).all()):
-        reasons.append("non-finite values (NaN or inf) in landmarks or confidence")
-    elif conf.size and (conf.min() < 0 or conf.max() > 1):
-        reasons.append(f"confidence in [{conf.min():.3g}, {conf.max():.3g}]; expected within [0, 1]")
-    size = _frame_size(scan.first_frame.get(key))
-    if size is not None and size != (record.width, record.height):
-        reasons.append(f"record made from {record.width}x{record.height} frames, "
-                       f"frames on disk are {size[0]}x{size[1]}")
-    return reasons
-
-
-def _frame_size(path: Optional[Path]) -> Optional[Tuple[int, int]]:
-    """(width, height) from a PNG's header, without decoding it; None when unreadable."""
-    if path is None:
-        return None
-    from PIL import Image  # noqa: PLC0415
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except OSError:
-        return None
 
 
 # --- DataLoader smoke test --------------------------------------------------------------------
@@ -381,8 +349,8 @@ def format_corpus(report: CorpusReport) -> List[str]:
     rows = []
     for scan in report.scans:
         counts = list(scan.frames.values())
-        if scan.error:
-            rows.append([scan.split, "-", "-", "-", "-", "-", "-", "-", "CSV unreadable"])
+        if scan.missing:
+            rows.append([scan.split, "-", "-", "-", "-", "-", "-", "-", "no CSV (not part of this copy)"])
             continue
         frames = ([sum(counts), min(counts), f"{np.mean(counts):.1f}", max(counts)] if counts else ["-"] * 4)
         rate = report.oov.get(scan.split)
@@ -395,9 +363,6 @@ def format_corpus(report: CorpusReport) -> List[str]:
     else:
         lines.append(f"  Gloss vocabulary (train): {report.glosses} glosses "
                      f"(+ <blank> and <unk> = {report.glosses + 2} model tokens)")
-    for scan in report.scans:
-        if scan.error:
-            lines.append(f"  {scan.split}: {scan.error}")
     lines += _sample_list("Samples whose frames cannot be read", [
         (scan.split, key, reason) for scan in report.scans for key, reason in scan.problems.items()], MAX_LISTED)
     return lines
@@ -473,8 +438,7 @@ def format_smoke(result: SmokeResult) -> List[str]:
 
 def problem_summary(corpus: CorpusReport, cache: Optional[CacheReport], smoke: SmokeResult) -> List[str]:
     """One phrase per kind of problem found; empty when the data can be trusted."""
-    counts = [(sum(1 for s in corpus.scans if s.error), "split CSV(s) unreadable"),
-              (sum(len(s.problems) for s in corpus.scans), "sample(s) whose frames cannot be read")]
+    counts = [(sum(len(s.problems) for s in corpus.scans), "sample(s) whose frames cannot be read")]
     if cache is not None:
         counts += [(sum(len(c.failed) for c in cache.splits), "failed extraction(s) in the cache"),
                    (sum(len(c.bad) for c in cache.splits), "bad cache record(s)")]

@@ -316,8 +316,7 @@ def _check(argv: Optional[Sequence[str]]) -> int:
     try:
         return run(options, emit=lambda line: print(line, flush=True))
     except CorpusError as exc:
-        print(f"phoenix-dataset: error: {exc}\n  (pass the release folder or its archive folder as --root; "
-              "pick one release with --release)", file=sys.stderr)
+        print(f"phoenix-dataset: error: {exc}", file=sys.stderr)  # one line: it names the file, or --root
     except (CheckError, FramesError) as exc:
         print(f"phoenix-dataset: error: {exc}", file=sys.stderr)
     except lmdb.Error as exc:

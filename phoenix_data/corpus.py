@@ -5,6 +5,7 @@ fine; a missing frame folder is that sample's problem when its frames are read.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -14,6 +15,12 @@ from typing import Dict, List, Optional, Tuple, Union
 
 SPLITS: Tuple[str, ...] = ("train", "dev", "test")
 FRAMES_SUBDIR = PurePosixPath("features/fullFrame-210x260px")
+# Where a release is looked for: the root, its subfolders, theirs (root, archive folder, its parent).
+SCAN_DEPTH = 2
+# A folder with more subfolders than this is not searched further (a frame folder, a big data disk).
+MAX_SCANNED_SUBFOLDERS = 64
+# A release's own subfolders hold no release.
+_NOT_RELEASE_FOLDERS = frozenset({"annotations", "features", "evaluation", "models"})
 
 
 class CorpusError(ValueError):
@@ -111,16 +118,47 @@ def _has_annotations(folder: Path, layout: ReleaseLayout) -> bool:
     return any((folder / layout.csv_pattern.format(split=s)).is_file() for s in SPLITS)
 
 
-def _candidates(root: Path) -> List[Release]:
-    """Releases at ``root``: the release folder itself, or inside it up to the archive root."""
-    found = []
-    for layout in RELEASES.values():
-        for folder in (root, root / layout.name, root / layout.archive / layout.name):
-            # abspath: the name of a relative root such as "." is only known once made absolute
-            if (Path(os.path.abspath(folder)).name == layout.name and folder.is_dir()
-                    and _has_annotations(folder, layout)):
-                found.append(Release(layout, folder))
-                break
+def _releases_in(folder: Path) -> List[Release]:
+    """The releases whose annotation files ``folder`` holds (a folder may be named anything)."""
+    return [Release(layout, folder) for layout in RELEASES.values() if _has_annotations(folder, layout)]
+
+
+def _subfolders(folder: Path) -> List[Path]:
+    """``folder``'s subfolders, sorted; none for a folder too big to be a release or an archive
+    folder (a split's frame folder holds thousands: never walked)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = []
+            for entry in entries:
+                if len(names) > MAX_SCANNED_SUBFOLDERS:
+                    return []
+                if entry.is_dir() and not entry.name.startswith("."):
+                    names.append(entry.name)
+    except OSError:
+        return []
+    return [folder / name for name in sorted(names)]
+
+
+def _candidates(root: Path, wanted: Optional[str] = None) -> List[Release]:
+    """Releases at ``root``, else where the archives put them, else in any subfolder of ``root``
+    or of its subfolders (a renamed copy: a release is known by its annotation files).
+
+    The usual places are tried first without listing any folder.
+    """
+    found = _releases_in(root)
+    if found:
+        return found
+    usual = {root / layout.name for layout in RELEASES.values()}
+    usual |= {root / layout.archive / layout.name for layout in RELEASES.values()}
+    found = [release for folder in sorted(usual) for release in _releases_in(folder)]
+    if found and (wanted is None or any(r.name == wanted for r in found)):
+        return found
+    level = [root]
+    for _ in range(SCAN_DEPTH):
+        level = [sub for folder in level for sub in _subfolders(folder) if sub.name not in _NOT_RELEASE_FOLDERS]
+        found = [release for folder in level for release in _releases_in(folder)]
+        if found:
+            break
     return found
 
 
@@ -135,7 +173,10 @@ def resolve_release_name(release: str) -> str:
 
 
 def find_release(root: Union[str, Path], release: Optional[str] = None) -> Release:
-    """The release under ``root`` (the release folder or a parent of it up to the archive root).
+    """The release under ``root``: the release folder, the folder holding it (the archive folder)
+    or the one above that. Releases are known by their annotation files
+    (``annotations/manual/<split>.corpus.csv`` for multisigner, ``<split>.SI5.corpus.csv`` for SI5,
+    ``PHOENIX-2014-T.<split>.corpus.csv`` for 2014-T), whatever their folders are called.
 
     ``release`` picks one where ``root`` holds several (multisigner and SI5 sit side by side).
     """
@@ -143,22 +184,22 @@ def find_release(root: Union[str, Path], release: Optional[str] = None) -> Relea
     if not root.is_dir():
         raise CorpusError(f"PHOENIX root {str(root)!r} is not a directory; pass the release folder "
                           "(e.g. .../phoenix2014-release/phoenix-2014-multisigner) or its archive folder.")
-    found = _candidates(root)
-    if release is not None:
-        wanted = resolve_release_name(release)
+    wanted = resolve_release_name(release) if release is not None else None
+    found = _candidates(root, wanted)
+    if wanted is not None:
         found = [r for r in found if r.name == wanted]
         if not found:
-            raise CorpusError(f"Release {wanted!r} not found under {str(root)!r}; "
-                              f"expected {wanted}/{RELEASES[wanted].csv_pattern.format(split='<split>')} there.")
+            raise CorpusError(f"Release {wanted!r} not found under {str(root)!r}; expected a folder holding "
+                              f"{RELEASES[wanted].csv_pattern.format(split='<split>')} there.")
     if not found:
         raise CorpusError(
             f"No PHOENIX release found under {str(root)!r}: expected "
             "annotations/manual/*.corpus.csv (2014, SI5) or annotations/manual/PHOENIX-2014-T.*.corpus.csv "
-            "(2014-T) in a release folder (phoenix-2014-multisigner, phoenix-2014-signerindependent-SI5, "
-            "PHOENIX-2014-T) at or below it.")
+            "(2014-T) in a release folder (e.g. phoenix-2014-multisigner, phoenix-2014-signerindependent-SI5, "
+            "PHOENIX-2014-T) at it or up to two folders below it.")
     if len(found) > 1:
         names = ", ".join(repr(r.name) for r in found)
-        raise CorpusError(f"{str(root)!r} holds several releases ({names}); pick one with release=.")
+        raise CorpusError(f"{str(root)!r} holds several releases ({names}); pick one with release= (--release).")
     return found[0]
 
 
@@ -180,19 +221,37 @@ def read_release_split(rel: Release, split: str) -> List[Sample]:
     path = rel.csv_path(split)
     if not path.is_file():
         raise CorpusError(f"Corpus file for split {split!r} of {rel.name} not found: {path}.")
-    text = path.read_bytes().decode("utf-8-sig")
-    lines = io.StringIO(text, newline=None)  # CRLF and LF alike
+    lines = io.StringIO(_read_utf8(path), newline=None)  # CRLF and LF alike
     reader = csv.reader(lines, delimiter="|", quoting=csv.QUOTE_NONE)
     header = tuple(next(reader, ()))
     if header != rel.layout.header:
         raise CorpusError(f"{path}:1: unknown header {'|'.join(header)!r}; "
                           f"expected {'|'.join(rel.layout.header)!r} for {rel.name}.")
-    samples = []
+    samples, lines_of = [], {}  # id -> its line
     for row in reader:
         if not row:
             continue  # a trailing blank line
-        samples.append(_row_to_sample(rel, split, path, reader.line_num, row))
+        sample = _row_to_sample(rel, split, path, reader.line_num, row)
+        if sample.id in lines_of:  # both rows would share one cache record
+            raise CorpusError(f"{path}:{reader.line_num}: id {sample.id!r} repeats line {lines_of[sample.id]}; "
+                              "each row needs an id of its own: remove or rename one of them.")
+        lines_of[sample.id] = reader.line_num
+        samples.append(sample)
     return samples
+
+
+def _read_utf8(path: Path) -> str:
+    """The text of a corpus file (UTF-8, a BOM allowed); CorpusError naming line and byte otherwise."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise CorpusError(f"{path}:{line}: not UTF-8: byte {data[offset]:#04x} at offset {offset} ({exc.reason}). "
+                          "PHOENIX corpus files are UTF-8; convert this one (e.g. iconv -f latin1 -t utf-8) "
+                          "or restore the original.") from None
 
 
 def _row_to_sample(rel: Release, split: str, path: Path, line: int, row: List[str]) -> Sample:

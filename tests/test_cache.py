@@ -19,7 +19,7 @@ from phoenix_data.extract import NUM_POINTS, ExtractionSettings, part_slices
 
 def test_round_trip_precision_and_size():
     record = fake_record(140, hands=False)
-    data = encode_record(record)
+    data = encode_record(record, "k")
     assert len(data) / 140 < 3300  # bytes per frame, header included
     back = decode_record(data, "k")
     assert back.landmarks.shape == (140, NUM_POINTS, 3) and back.landmarks.dtype == np.float32
@@ -32,7 +32,7 @@ def test_round_trip_precision_and_size():
 
 
 def test_damaged_records_raise_naming_the_sample():
-    data = encode_record(fake_record(5))
+    data = encode_record(fake_record(5), "rel/dev/abc")
     with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*truncated"):
         decode_record(data[:-7], "rel/dev/abc")
     with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*shorter than a header"):
@@ -41,8 +41,8 @@ def test_damaged_records_raise_naming_the_sample():
         decode_record(b"\x80\x04" + b"\0" * 100, "x")  # a pickle, say
     flipped = bytearray(data)
     flipped[-100] ^= 0xFF
-    with pytest.raises(CacheRecordError, match="'x'.*checksum"):
-        decode_record(bytes(flipped), "x")
+    with pytest.raises(CacheRecordError, match="'rel/dev/abc'.*checksum"):
+        decode_record(bytes(flipped), "rel/dev/abc")
 
 
 def overwrite_raw(cache: LandmarkCache, key: str, value: bytes) -> None:
@@ -56,7 +56,7 @@ def test_truncated_record_in_the_cache_raises(tmp_path):
     cache = LandmarkCache(tmp_path / "c")
     cache.put("r/train/a", fake_record(4))
     cache.close()
-    overwrite_raw(cache, "r/train/a", encode_record(fake_record(4))[:-1])
+    overwrite_raw(cache, "r/train/a", encode_record(fake_record(4), "r/train/a")[:-1])
     with pytest.raises(CacheRecordError, match="r/train/a"):
         cache.get("r/train/a")
     cache.close()
@@ -196,9 +196,8 @@ def test_check_records_tells_good_damaged_and_missing(tmp_path):
     for key in ("good", "short", "flipped"):
         cache.put(key, fake_record(3))
     cache.close()
-    data = encode_record(fake_record(3))
-    overwrite_raw(cache, "short", data[:-1])
-    flipped = bytearray(data)
+    overwrite_raw(cache, "short", encode_record(fake_record(3), "short")[:-1])
+    flipped = bytearray(encode_record(fake_record(3), "flipped"))
     flipped[-50] ^= 1
     overwrite_raw(cache, "flipped", bytes(flipped))
     good, damaged = cache.check_records(["good", "short", "flipped", "missing"])
@@ -221,3 +220,57 @@ def test_handles_close_before_fork_and_reopen(tmp_path):
     assert child.exitcode == 0
     assert cache.num_frames("a") == 2 and cache.num_frames("w7/4") == 20 + 4 % 7
     cache.close()
+
+
+# --- keys past LMDB's limit, small maps -----------------------------------------------------------------
+
+LONG_KEY = "PHOENIX-2014-T/train/" + "x" * 600
+
+
+def test_max_key_bytes_is_lmdbs_own_limit(tmp_path):
+    from phoenix_data.cache import MAX_KEY_BYTES
+
+    env = lmdb.open(str(tmp_path / "e"))
+    try:
+        assert env.max_key_size() == MAX_KEY_BYTES
+    finally:
+        env.close()
+
+
+def test_a_key_past_lmdbs_limit_is_stored_and_read_in_every_table(tmp_path):
+    other = LONG_KEY[:-1] + "y"  # the same first 600 bytes: no collision
+    cache = LandmarkCache(tmp_path / "c")
+    with cache.session():
+        cache.put_failure(LONG_KEY, "FramesError: no frames")
+        assert cache.failures()[LONG_KEY]["reason"] == "FramesError: no frames"
+        cache.put(LONG_KEY, fake_record(3))
+        cache.put(other, fake_record(5))
+        assert LONG_KEY not in cache.failures()
+        assert cache.get(LONG_KEY).num_frames == 3 and cache.num_frames(other) == 5
+        assert LONG_KEY in cache and cache.cached([LONG_KEY, other, LONG_KEY + "z"]) == {LONG_KEY, other}
+        assert cache.check_records([LONG_KEY, other], full=True) == ({LONG_KEY, other}, {})
+        stored = list(cache.keys())
+        assert len(stored) == 2 and all(k.startswith("PHOENIX-2014-T/train/#") and len(k) < 100 for k in stored)
+        assert cache.discard([LONG_KEY]) == 1 and cache.get(LONG_KEY) is None and cache.num_frames(other) == 5
+
+
+@pytest.mark.parametrize("map_size", [4096, 8192, 16384])
+def test_a_small_map_grows_instead_of_failing(tmp_path, map_size):
+    cache = LandmarkCache(tmp_path / "c", map_size=map_size)
+    with cache.session():
+        for i in range(3):
+            cache.put(f"r/train/{i}", fake_record(20 + i, seed=i))
+        cache.put_failure("r/train/bad", "FramesError: no frames")
+    reader = LandmarkCache(tmp_path / "c", readonly=True)
+    with reader.session():
+        assert [reader.get(f"r/train/{i}").num_frames for i in range(3)] == [20, 21, 22]
+        assert list(reader.failures()) == ["r/train/bad"]
+
+
+def test_cannot_open_names_the_path_once(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "data.mdb").write_bytes(b"not lmdb" * 1024)
+    with pytest.raises(CacheError, match="cannot open the cache") as caught:
+        LandmarkCache(tmp_path / "c")
+    assert str(caught.value).count(str(tmp_path / "c")) == 1, caught.value
+    assert "File is not an LMDB file" in str(caught.value)

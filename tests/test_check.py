@@ -127,6 +127,23 @@ def test_report_without_cache(root):
     assert done.stdout.rstrip().endswith("Result: OK, no problems found.")
 
 
+def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_path):
+    """An SI5 copy without dev (as the release ships): the check reports it, the warm-up skips it."""
+    si5 = build_demo(tmp_path / "demo")["phoenix-2014-signerindependent-SI5"]
+    (si5 / "annotations" / "manual" / "dev.SI5.corpus.csv").unlink()
+    done = run("--root", si5)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert row(section(done.stdout, "Corpus"), "dev")[1:] == ["-"] * 7 + ["no", "CSV", "(not", "part", "of",
+                                                                          "this", "copy)"]
+    assert done.stdout.rstrip().endswith("Result: OK, no problems found.")
+    warm = subprocess.run([sys.executable, "-m", "phoenix_data.warm", "--root", si5, "--cache", tmp_path / "c",
+                           "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    done = run("--root", si5, "--cache", tmp_path / "c")
+    assert done.returncode == 0 and "no CSV (not part of this copy)" in done.stdout, done.stdout + done.stderr
+    assert row(section(done.stdout, "Cache"), "dev") == ["dev", "0", "0", "0", "0"]
+
+
 @pytest.mark.parametrize("kind", ["empty", "absent"])
 def test_report_with_a_cold_cache(root, tmp_path, kind):
     path = tmp_path / "cache"

@@ -473,3 +473,94 @@ def test_import_does_not_load_torch(module, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------- renamed folders, bad bytes, repeated ids
+
+def _move_release(corpus_fixtures: Path, release: str, dest: Path) -> Path:
+    shutil.copytree(corpus_release_dir(corpus_fixtures, release), dest)
+    return dest
+
+
+@pytest.mark.parametrize("release, folder", [(MS, "phoenix2014"), (T, "x"), (SI5, "si5-copy")])
+def test_a_renamed_release_folder_is_known_by_its_annotation_files(corpus_fixtures, tmp_path, release, folder):
+    root = _move_release(corpus_fixtures, release, tmp_path / "data" / folder)
+    expected = read_corpus(corpus_release_dir(corpus_fixtures, release), "test")
+    for where in (root, root.parent, tmp_path):  # the release folder, its parent, the one above
+        rel = find_release(where)
+        assert (rel.name, rel.root) == (release, root)
+        samples = read_corpus(where, "test")
+        assert [s.id for s in samples] == [s.id for s in expected]
+        assert samples[0].frames_dir == root / FRAMES / "test" / expected[0].frames_dir.relative_to(
+            corpus_release_dir(corpus_fixtures, release) / FRAMES / "test")
+
+
+def test_an_archive_of_any_name_holding_renamed_releases(corpus_fixtures, tmp_path):
+    archive = tmp_path / "my archive"
+    _move_release(corpus_fixtures, MS, archive / "ms")
+    _move_release(corpus_fixtures, SI5, archive / "independent")
+    with pytest.raises(CorpusError, match="holds several releases") as err:
+        find_release(archive)
+    assert MS in str(err.value) and SI5 in str(err.value)
+    assert find_release(archive, "multisigner").root == archive / "ms"
+    assert find_release(tmp_path, "si5").root == archive / "independent"
+    assert read_corpus(archive, "test", release="si5")[0].id == "01December_2011_Thursday_heute_default-6"
+
+
+def test_release_search_stops_two_folders_down_and_skips_big_folders(corpus_fixtures, tmp_path):
+    _move_release(corpus_fixtures, MS, tmp_path / "a" / "b" / "c")
+    with pytest.raises(CorpusError, match="No PHOENIX release found"):
+        find_release(tmp_path)
+    assert find_release(tmp_path / "a").root == tmp_path / "a" / "b" / "c"
+    frames = tmp_path / "split"
+    for i in range(80):  # a split's frame folder: one folder per sample
+        (frames / f"sample-{i}" / "1").mkdir(parents=True)
+    _move_release(corpus_fixtures, MS, frames / "sample-3" / "1" / "deep")  # not looked for there
+    with pytest.raises(CorpusError, match="No PHOENIX release found"):
+        find_release(frames)
+
+
+def test_a_csv_that_is_not_utf8_names_file_line_and_byte(write_corpus_csv):
+    path = write_corpus_csv(MS, "dev", [ROW_2014.format(id="x-1"), ROW_2014.format(id="x-2")])
+    data = path.read_bytes()
+    bad_at = data.index(b"x-2") + 1
+    path.write_bytes(data[:bad_at] + b"\xe4" + data[bad_at:])  # Latin-1 'ä'
+    with pytest.raises(CorpusError) as err:
+        read_corpus(path.parents[2], "dev")
+    assert f"{path}:3:" in str(err.value) and f"byte 0xe4 at offset {bad_at}" in str(err.value)
+    assert "UTF-8" in str(err.value)
+
+
+def test_a_repeated_id_names_file_and_both_lines(write_corpus_csv):
+    path = write_corpus_csv(T, "dev", [ROW_2014T.format(id="a-1"), ROW_2014T.format(id="b-1"),
+                                       ROW_2014T.format(id="a-1")])
+    with pytest.raises(CorpusError) as err:
+        read_corpus(path.parents[2], "dev")
+    assert f"{path}:4: id 'a-1' repeats line 2" in str(err.value)
+
+
+def _bad_tree(tmp_path: Path, corpus_fixtures: Path, damage: str) -> Path:
+    """A multisigner copy whose dev CSV holds a Latin-1 byte ("bytes") or a repeated id ("repeat")."""
+    release_dir = _copy_archive(corpus_fixtures, tmp_path / "tree", MS)
+    path = release_dir / "annotations" / "manual" / "dev.corpus.csv"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"|", b"\xfc|", 1) if damage == "bytes" else lines[1]
+    path.write_bytes(b"".join(lines))
+    return release_dir
+
+
+@pytest.mark.parametrize("damage, says", [("bytes", r"dev.corpus.csv:3: not UTF-8"),
+                                          ("repeat", r"dev.corpus.csv:3: id '.*' repeats line 2")])
+def test_commands_and_dataset_give_one_line_for_a_bad_csv(corpus_fixtures, tmp_path, damage, says):
+    import re
+
+    release_dir = _bad_tree(tmp_path, corpus_fixtures, damage)
+    code = ("import sys\nfrom phoenix_data.dataset import PhoenixLandmarks\n"
+            f"PhoenixLandmarks({str(release_dir)!r}, 'dev', cache={str(tmp_path / 'c')!r})\n")
+    dataset = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "phoenix_data.corpus.CorpusError: " in dataset.stderr and re.search(says, dataset.stderr)
+    for module in ("warm", "check"):
+        done = subprocess.run([sys.executable, "-m", f"phoenix_data.{module}", "--root", release_dir,
+                               "--cache", tmp_path / "c"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (module, done.stdout, done.stderr)
+        assert re.search(says, done.stderr) and done.stderr.count("\n") == 1, (module, done.stderr)

@@ -195,3 +195,23 @@ def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
     with pytest.raises(ValueError, match="would download"):
         PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c",
                          settings=ExtractionSettings(model_complexity=2))
+
+
+def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):
+    """A 600-byte id (its frame folder named in the CSV's video column): extracted by real MediaPipe in
+    workers, stored under a digest key, read back; no BadValsizeError."""
+    from phoenix_data.demo import build_demo
+
+    root = build_demo(tmp_path / "demo")[RELEASE]
+    csv_path = root / "annotations" / "manual" / f"{RELEASE}.dev.corpus.csv"
+    header, first, *rest = csv_path.read_text(encoding="utf-8").splitlines()
+    long_id = "long-" + "x" * 595
+    csv_path.write_text("\n".join([header, long_id + first[first.index("|"):], *rest]) + "\n", encoding="utf-8")
+    dataset = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache")
+    assert len(dataset.samples[0].key.encode()) > 511
+    items = epoch(dataset, num_workers=2)
+    frames = len(list_frames(dataset.samples[0].frames_dir))
+    assert items[long_id]["landmarks"].shape == (frames, NUM_POINTS, 3)
+    reader = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache", readonly=True)
+    assert torch.equal(reader[0]["landmarks"], items[long_id]["landmarks"]) and reader.lengths()[0] == frames
+    assert not reader.cache.failures()

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 from ..cache import LandmarkCache
 from ..corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release, read_release_split
 from ..extract import ExtractionSettings, ExtractorSettings
+from ..verify import records_to_repair
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,11 @@ def make_plan(options: WarmOptions) -> WarmPlan:
     cache = LandmarkCache(options.cache, options.settings, overwrite=options.overwrite)
     keys = [sample.key for sample in samples]
     with cache.session():  # closed again: an LMDB env must not cross the workers' fork()
-        cached, damaged = cache.check_records(keys, full=options.repair)
+        if options.repair:  # what phoenix-dataset --verify lists, dropped so that the workers extract it
+            cached, damaged = records_to_repair(cache, samples)
+            cache.discard(damaged)
+        else:
+            cached, damaged = cache.check_records(keys)
         failures = {k: v.get("reason", "") for k, v in cache.failures().items() if k not in cached}
     for reason in damaged.values():
         log.warning("[warm] damaged record, extracting again: %s", reason)
