@@ -491,3 +491,11 @@ def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
 def _emit(emit: Callable[[str], None], lines: Sequence[str]) -> None:
     for line in lines:
         emit(line)
+
+
+if __name__ == "__main__":  # python -m phoenix_data.check: the same as phoenix-dataset
+    import sys
+
+    from .cli import check_main
+
+    sys.exit(check_main())
