@@ -2,58 +2,49 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple, Union
 
 from .corpus import Sample
+from .evaluation.cleanup import PHOENIX_2014, check_rules, clean_sentence, rules_for_release
 
 BLANK = "<blank>"
 UNK = "<unk>"
 BLANK_INDEX = 0
 UNK_INDEX = 1
 
-# The official PHOENIX evaluation cleans glosses before scoring (see README, "Gloss cleanup").
-_DROPPED = frozenset({"__EMOTION__", "__PU__", "__LEFTHAND__"})
-_PREFIXES = re.compile(r"^(?:loc|cl|qu|poss|lh)-")
 
 
-def cleanup_glosses(glosses: Sequence[str]) -> Tuple[str, ...]:
-    """Glosses as the official evaluation scores them.
+def cleanup_glosses(glosses: Sequence[str], rules: str = PHOENIX_2014) -> Tuple[str, ...]:
+    """Glosses cleaned by the release's evaluation rules, applied to the whole sentence.
 
-    Strips the ``loc-``, ``cl-``, ``qu-``, ``poss-``, ``lh-`` prefixes; drops ``__EMOTION__``,
-    ``__PU__``, ``__LEFTHAND__``; joins runs of single letters (``A B C`` -> ``A+B+C``);
-    collapses immediate repeats.
+    The one implementation is :func:`phoenix_data.evaluation.clean_sentence` (its docstring lists
+    the rules and their source): prefix strips, single-gloss rewrites, ``__EMOTION__``/``__PU__``/
+    ``__LEFTHAND__`` removal, letter joining, ``RAUM``/``-PLUSPLUS`` strips, repeat collapsing.
     """
-    tokens = [_PREFIXES.sub("", g) for g in glosses if g not in _DROPPED]
-    tokens = [t for t in tokens if t]
-    joined: List[str] = []
-    for token in tokens:
-        if len(token) == 1 and token.isalpha() and joined and _is_spelled(joined[-1]):
-            joined[-1] += "+" + token
-        else:
-            joined.append(token)
-    return tuple(t for i, t in enumerate(joined) if i == 0 or t != joined[i - 1])
-
-
-def _is_spelled(token: str) -> bool:
-    return all(len(part) == 1 and part.isalpha() for part in token.split("+"))
+    return clean_sentence(glosses, rules)
 
 
 class Vocabulary:
     """Gloss <-> index. Index 0 is ``<blank>`` (CTC), 1 is ``<unk>``, then train glosses sorted."""
 
-    def __init__(self, glosses: Iterable[str], cleanup: bool = False) -> None:
+    def __init__(self, glosses: Iterable[str], cleanup: bool = False, rules: str = PHOENIX_2014) -> None:
         self.cleanup = cleanup
+        self.rules = check_rules(rules)  # which release's clean-up rules, when ``cleanup``
         specials = {BLANK, UNK}
         self.tokens: List[str] = [BLANK, UNK] + sorted(set(glosses) - specials)
         self._index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
     def from_samples(cls, samples: Iterable[Sample], cleanup: bool = False) -> "Vocabulary":
-        """From the train split's samples; ``cleanup`` applies the official evaluation rules."""
-        glosses = (g for s in samples for g in (cleanup_glosses(s.glosses) if cleanup else s.glosses))
-        return cls(glosses, cleanup=cleanup)
+        """From the train split's samples; ``cleanup`` applies the official evaluation rules.
+
+        The rules are those of the samples' release: PHOENIX-2014-T's for 2014-T, else PHOENIX-2014's.
+        """
+        samples = list(samples)
+        rules = rules_for_release(samples[0].release) if samples else PHOENIX_2014
+        glosses = (g for s in samples for g in (cleanup_glosses(s.glosses, rules) if cleanup else s.glosses))
+        return cls(glosses, cleanup=cleanup, rules=rules)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -62,14 +53,15 @@ class Vocabulary:
         return gloss in self._index
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and (self.tokens, self.cleanup) == (other.tokens, other.cleanup)
+        return isinstance(other, Vocabulary) and (self.tokens, self.cleanup, self.rules) == (
+            other.tokens, other.cleanup, other.rules)
 
     def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} tokens, cleanup={self.cleanup})"
+        return f"Vocabulary({len(self)} tokens, cleanup={self.cleanup}, rules={self.rules!r})"
 
     def prepare(self, glosses: Sequence[str]) -> Tuple[str, ...]:
         """The glosses this vocabulary encodes: cleaned when built with ``cleanup=True``."""
-        return cleanup_glosses(glosses) if self.cleanup else tuple(glosses)
+        return cleanup_glosses(glosses, self.rules) if self.cleanup else tuple(glosses)
 
     def encode(self, glosses: Sequence[str]) -> List[int]:
         """Indices of ``glosses`` (cleaned first if the vocabulary cleans); unseen ones -> ``<unk>``."""
@@ -84,7 +76,8 @@ class Vocabulary:
         return sum(g not in self._index for g in tokens) / len(tokens) if tokens else 0.0
 
     def save(self, path: Union[str, Path]) -> None:
-        data = {"format": "phoenix_data.vocabulary/1", "cleanup": self.cleanup, "tokens": self.tokens}
+        data = {"format": "phoenix_data.vocabulary/1", "cleanup": self.cleanup, "rules": self.rules,
+                "tokens": self.tokens}
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
 
     @classmethod
@@ -94,7 +87,7 @@ class Vocabulary:
         if not tokens or tokens[:2] != [BLANK, UNK]:
             raise ValueError(f"{path} is not a phoenix_data vocabulary: expected a JSON object whose "
                              f"'tokens' list starts with {BLANK!r}, {UNK!r}.")
-        vocab = cls((), cleanup=bool(data.get("cleanup", False)))
+        vocab = cls((), cleanup=bool(data.get("cleanup", False)), rules=data.get("rules", PHOENIX_2014))
         vocab.tokens = list(tokens)
         vocab._index = {token: i for i, token in enumerate(vocab.tokens)}
         return vocab

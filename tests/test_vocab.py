@@ -53,3 +53,14 @@ def test_cleanup_is_off_by_default_and_applies_to_encode():
 def test_oov_rate():
     vocab = Vocabulary.from_samples(TRAIN)
     assert vocab.oov_rate([sample("REGEN NEBEL"), sample("SONNE HAGEL")]) == 0.5
+
+
+def test_cleanup_is_the_full_release_rule_set_chosen_by_release():
+    # rules the former subset lacked: single-gloss rewrites, RAUM and -PLUSPLUS strips, WIE AUSSEHEN
+    assert cleanup_glosses("S0NNE HABEN2 NORDRAUM REGEN-PLUSPLUS WIE AUSSEHEN ZEIGEN".split()) == (
+        "SONNE", "HABEN", "NORD", "REGEN", "WIE-AUSSEHEN", "ZEIGEN-BILDSCHIRM")
+    t_samples = [Sample("id", "Signer01", ("__ON__", "poss-EUCH", "REGEN"), Path("."), None, "train",
+                        "PHOENIX-2014-T")]
+    vocab = Vocabulary.from_samples(t_samples, cleanup=True)
+    assert vocab.rules == "phoenix-2014-T" and vocab.tokens[2:] == ["REGEN", "poss-EUCH"]
+    assert Vocabulary.from_samples(TRAIN, cleanup=True).rules == "phoenix-2014"

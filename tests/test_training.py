@@ -1,0 +1,77 @@
+"""The CTC training example: decoding, normalisation, the demo memorised, resume = uninterrupted."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from phoenix_data.ctc_model import LEFT_SHOULDER, RIGHT_SHOULDER, greedy_decode, normalize_landmarks
+from phoenix_data.training import LOG_CSV, demo_options, prepare_demo, train
+
+
+@pytest.fixture(scope="session")
+def warmed_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo tree with its 2014 multisigner cache warmed (real MediaPipe, in DataLoader workers)."""
+    demo_dir = tmp_path_factory.mktemp("train-demo")
+    prepare_demo(demo_dir, workers=2)
+    return demo_dir
+
+
+def test_greedy_decoding_on_hand_made_logits():
+    paths = [[1, 1, 0, 1, 2, 2, 0, 3], [0, 3, 3, 2, 1, 1, 1, 1]]  # sample 2 has 3 frames; the rest is padding
+    log_probs = torch.full((8, 2, 4), -10.0)
+    for b, path in enumerate(paths):
+        for t, c in enumerate(path):
+            log_probs[t, b, c] = 0.0
+    assert greedy_decode(log_probs, torch.tensor([8, 3])) == [[1, 1, 2, 3], [3]]
+    assert greedy_decode(log_probs, torch.tensor([0, 1])) == [[], []]
+
+
+def test_normalisation_centres_on_the_shoulders_and_keeps_missing_points_missing():
+    landmarks = torch.zeros(1, 2, 543, 3)
+    confidence = torch.ones(1, 2, 543)
+    landmarks[0, :, LEFT_SHOULDER, :2] = torch.tensor([0.6, 0.5])
+    landmarks[0, :, RIGHT_SHOULDER, :2] = torch.tensor([0.4, 0.5])
+    landmarks[0, :, 0, :2] = torch.tensor([0.5, 0.3])  # the nose, one shoulder width above
+    confidence[0, 1, :33] = 0  # frame 1: no pose at all -> frame 0's centre and width
+    landmarks[0, 1, 0, :2] = torch.tensor([0.5, 0.3])
+    confidence[0, 1, 0] = 1  # ...but the nose point itself was found
+    confidence[0, :, 100] = 0  # a face point never found
+    out = normalize_landmarks(landmarks, confidence)
+    assert out.shape == (1, 2, 543, 2)
+    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, -1.0]))
+    assert torch.allclose(out[0, 1, 0], torch.tensor([0.0, -1.0]))
+    assert out[0, :, 100].abs().sum() == 0 and out[0, 1, LEFT_SHOULDER].abs().sum() == 0
+    assert torch.isfinite(normalize_landmarks(landmarks, torch.zeros(1, 2, 543))).all()  # no pose anywhere
+
+
+def test_demo_memorises_its_train_split(warmed_demo, tmp_path):
+    options = demo_options(warmed_demo, out_dir=tmp_path / "run", num_workers=2)
+    history = train(options)
+    assert history[-1].train_wer == 0, f"train WER {history[-1].train_wer} after {len(history)} epochs"
+    assert len(history) < options.epochs and history[0].train_wer > 0.5
+    assert history[-1].train_loss < history[0].train_loss / 4
+    assert history[-1].dev_words == 11  # the demo's 2 dev sentences, scored as the release scores them
+    assert all(0 <= h.wait_share <= 1 and h.samples_per_s > 0 for h in history)
+    rows = list(csv.DictReader(open(tmp_path / "run" / LOG_CSV)))
+    assert len(rows) == len(history) and float(rows[-1]["train_wer"]) == 0
+
+
+def test_resume_gives_the_uninterrupted_run(warmed_demo, tmp_path):
+    def run(out: str, epochs: int, resume: bool = False):
+        options = demo_options(warmed_demo, out_dir=tmp_path / out, epochs=epochs, resume=resume, num_workers=2,
+                               dropout=0.3, stop_at_train_wer_zero=False)  # dropout: RNG use is resumed too
+        return train(options)
+
+    whole = run("whole", 4)
+    run("parts", 2)
+    resumed = run("parts", 4, resume=True)
+    key = lambda h: (h.epoch, h.train_loss, h.train_wer, h.dev_wer, h.dev_sub, h.dev_del, h.dev_ins)  # noqa: E731
+    assert [key(h) for h in resumed] == [key(h) for h in whole]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"other settings \(hidden, dropout differ\)"):
+        train(demo_options(warmed_demo, out_dir=tmp_path / "parts", epochs=5, resume=True, hidden=32))
