@@ -52,7 +52,7 @@ def synthetic_record(rng, frames: int):
     """A plausible record: face and pose every frame, each hand in ~70% of frames, pose visibility in [0, 1]."""
     import numpy as np
 
-    from phoenix_data.extract import NUM_POINTS, LandmarkRecord, part_slices
+    from phoenix_data.record import NUM_POINTS, LandmarkRecord, part_slices
 
     s = part_slices(NUM_POINTS)
     centre = rng.uniform(0.3, 0.7, (1, NUM_POINTS, 2)).astype(np.float32)
@@ -290,7 +290,7 @@ def _confidence(parts: dict):
     """What decode_record does for the confidence, alone."""
     import numpy as np
 
-    from phoenix_data.extract import PARTS, POSE_POINTS, part_slices
+    from phoenix_data.record import PARTS, POSE_POINTS, part_slices
 
     t, n = parts["t"], parts["n"]
     slices = part_slices(n)
@@ -344,7 +344,7 @@ def measure(info: dict, rounds: int, epochs: int, cold_rounds: int) -> Dict[str,
 
 
 def disk_sizes(info: dict) -> dict:
-    from phoenix_data.extract import NUM_POINTS
+    from phoenix_data.record import NUM_POINTS
 
     frames = info["frames"]
     mdb = Path(info["cache"]) / "data.mdb"

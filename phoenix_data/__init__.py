@@ -13,7 +13,7 @@ _LAZY = {
     "Vocabulary": "phoenix_data.vocab",
     "collate_ctc": "phoenix_data.batching",
     "LengthBucketBatchSampler": "phoenix_data.batching",
-    "ExtractionSettings": "phoenix_data.extract",
+    "ExtractionSettings": "phoenix_data.holistic",
     "LandmarkCache": "phoenix_data.cache",
     "CacheError": "phoenix_data.cache",
 }

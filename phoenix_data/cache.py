@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 import lmdb
-from .extract import ExtractionSettings, ExtractorSettings, LandmarkRecord
-from .record import CacheError, CacheRecordError, decode_header, decode_record, encode_record
+from .extract import ExtractorSettings
+from .holistic import ExtractionSettings
+from .record import CacheError, CacheRecordError, LandmarkRecord, decode_header, decode_record, encode_record
 
 __all__ = ["CacheError", "CacheRecordError", "LandmarkCache", "db_key", "decode_header", "decode_record",
            "encode_record"]

@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from .cache import CacheError, CacheRecordError, LandmarkCache
 from .corpus import SPLITS, CorpusError, Release, Sample, find_release, read_release_split
-from .extract import PARTS, ExtractionSettings, ExtractorSettings, LandmarkRecord, mediapipe_version
+from .extract import ExtractorSettings
+from .holistic import ExtractionSettings, mediapipe_version
+from .record import PARTS, LandmarkRecord
 from .exit_codes import EXIT_FAILURES, EXIT_OK
 from .frames import FramesError, list_frames
 from .verify import NO_FRAMES, record_problems

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 from .exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from .extract import ExtractionSettings
+    from .holistic import ExtractionSettings
     from .warm import WarmOptions, WarmOutcome
 
 SPLITS = ("train", "dev", "test")
@@ -100,7 +100,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> "ExtractionSettings":
-    from .extract import ExtractionSettings  # noqa: PLC0415
+    from .holistic import ExtractionSettings  # noqa: PLC0415
 
     return ExtractionSettings(model_complexity=args.model_complexity, refine_face_landmarks=args.refine_face,
                               min_detection_confidence=args.min_detection_confidence,

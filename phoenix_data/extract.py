@@ -1,67 +1,20 @@
-"""The MediaPipe Holistic wrapper: RGB frames -> landmarks + confidence.
+"""The extractor seam: what any landmark estimator provides, and running this process's one over a sample.
 
-Layout (pose-format's order): pose 33, face 468 (478 with refined landmarks), left hand 21,
-right hand 21. A part not found in a frame is zeros with confidence 0.
-
-A Holistic is built lazily, at most one per process and settings, on the first extraction in
-that process: one built in a parent before DataLoader workers fork breaks the children.
+An estimator is two small classes: its settings (a frozen, picklable value: what a cache's records
+depend on, and how to build the estimator) and the estimator itself (frames -> ``LandmarkRecord``).
+MediaPipe Holistic (``phoenix_data.holistic``) is the default; ``phoenix_data.testing`` holds a fast
+fake. Each process that extracts builds its own estimator, once (``get_extractor``).
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import json
-import logging
 import os
-import time
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Protocol, Tuple, Union
 
 import numpy as np
 
 from .frames import FramesError, list_frames, read_frames_rgb
-
-log = logging.getLogger(__name__)
-
-POSE_POINTS = 33
-FACE_POINTS = 468
-FACE_POINTS_REFINED = 478
-HAND_POINTS = 21
-PARTS: Tuple[str, ...] = ("pose", "face", "left_hand", "right_hand")
-NUM_POINTS = POSE_POINTS + FACE_POINTS + 2 * HAND_POINTS  # 543
-# Bump when the meaning or layout of a cached record changes.
-SCHEMA_VERSION = 1
-
-_COMPLEXITY_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite",
-                      2: "pose_landmark_heavy.tflite"}
-
-
-def part_slices(num_points: int) -> Dict[str, slice]:
-    """Where each part sits in a [.., num_points, ..] array (face has the points not in the others)."""
-    face = num_points - POSE_POINTS - 2 * HAND_POINTS
-    if face not in (FACE_POINTS, FACE_POINTS_REFINED):
-        raise ValueError(f"{num_points} landmarks per frame; expected {NUM_POINTS} or "
-                         f"{NUM_POINTS - FACE_POINTS + FACE_POINTS_REFINED}.")
-    bounds = np.cumsum([0, POSE_POINTS, face, HAND_POINTS, HAND_POINTS])
-    return {part: slice(int(a), int(b)) for part, a, b in zip(PARTS, bounds[:-1], bounds[1:])}
-
-
-def mediapipe_version() -> str:
-    try:
-        return metadata.version("mediapipe")
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _pose_model_path(model_complexity: int) -> Optional[Path]:
-    """Where mediapipe keeps the pose model of a complexity, or None when mediapipe is missing."""
-    try:
-        dist = metadata.distribution("mediapipe")
-    except metadata.PackageNotFoundError:
-        return None
-    return Path(str(dist.locate_file("mediapipe/modules/pose_landmark"))) / _COMPLEXITY_MODELS[model_complexity]
+from .record import LandmarkRecord
 
 
 class Extractor(Protocol):
@@ -79,7 +32,7 @@ class ExtractorSettings(Protocol):
 
     A frozen, picklable value: the Dataset, its workers and the isolated helper process each build
     their own extractor from it (``build()``), and its fingerprint names what a cache holds.
-    MediaPipe Holistic (:class:`ExtractionSettings`) is the default; ``phoenix_data.testing`` has a
+    MediaPipe Holistic (``phoenix_data.holistic.ExtractionSettings``) is the default; ``phoenix_data.testing`` has a
     fast fake. Another estimator is a new module with a class like these two.
     """
 
@@ -103,169 +56,7 @@ class ExtractorSettings(Protocol):
         """A new extractor (heavy: only in a process that extracts)."""
 
 
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """What MediaPipe Holistic is run with; its fingerprint names what a cache holds."""
-
-    model_complexity: int = 1
-    refine_face_landmarks: bool = False
-    min_detection_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    # False: track within a video, with reset() between videos.
-    static_image_mode: bool = False
-    smooth_landmarks: bool = True
-
-    def __post_init__(self) -> None:
-        if self.model_complexity not in _COMPLEXITY_MODELS:
-            raise ValueError(f"model_complexity={self.model_complexity!r}; expected one of 0, 1, 2 "
-                             "(1 is the model bundled with mediapipe 0.10.21).")
-        for name in ("min_detection_confidence", "min_tracking_confidence"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r}; expected a value in [0, 1].")
-
-    @property
-    def num_points(self) -> int:
-        return NUM_POINTS - FACE_POINTS + (FACE_POINTS_REFINED if self.refine_face_landmarks else FACE_POINTS)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def identity(self) -> dict:
-        """Everything a cached record depends on."""
-        return {"settings": self.as_dict(), "mediapipe": mediapipe_version(), "schema": SCHEMA_VERSION}
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def check_ready(self) -> None:
-        self.check_model_installed()
-
-    def build(self) -> "HolisticExtractor":
-        return HolisticExtractor(self)
-
-    def check_model_installed(self) -> None:
-        """Refuse a complexity whose model mediapipe would download at construction (no network here)."""
-        path = _pose_model_path(self.model_complexity)
-        if path is not None and not path.is_file():
-            raise ValueError(
-                f"model_complexity={self.model_complexity} needs {path.name}, which mediapipe "
-                f"{mediapipe_version()} does not bundle and would download at construction; it is not "
-                f"installed at {path}. Use model_complexity=1 (bundled), or place the model file there.")
-
-
-@dataclass
-class LandmarkRecord:
-    """One sample's landmarks, as extracted or as read back from a cache.
-
-    landmarks (float32 [T, N, 3]): x, y normalized to image width and height, z as MediaPipe gives it.
-    confidence (float32 [T, N]): pose visibility; 1 or 0 for face and hand presence.
-    """
-
-    landmarks: np.ndarray
-    confidence: np.ndarray
-    width: int
-    height: int
-    pid: int = field(default_factory=os.getpid)  # the process that extracted it
-    seconds: float = 0.0  # wall time of the extraction
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.landmarks.shape[0])
-
-    def presence(self) -> np.ndarray:
-        """bool [T, 4]: whether pose, face, left hand, right hand were found in each frame."""
-        slices = part_slices(self.landmarks.shape[1])
-        return np.stack([np.any(self.landmarks[:, slices[part]] != 0, axis=(1, 2)) for part in PARTS], axis=1)
-
-    def detection_rates(self) -> Dict[str, float]:
-        """Share of frames in which each part was found."""
-        found = self.presence()
-        rates = found.mean(axis=0) if self.num_frames else np.zeros(len(PARTS))
-        return {part: float(rate) for part, rate in zip(PARTS, rates)}
-
-
-def _fill(out: np.ndarray, conf: np.ndarray, landmark_list, visibility: bool) -> None:
-    if landmark_list is None:
-        return  # not found: zeros, confidence 0
-    points = landmark_list.landmark
-    out[:] = [(p.x, p.y, p.z) for p in points]
-    conf[:] = [p.visibility for p in points] if visibility else 1.0
-
-
-class HolisticExtractor:
-    """One MediaPipe Holistic, built on first use; not to be shared between threads."""
-
-    def __init__(self, settings: ExtractionSettings) -> None:
-        settings.check_model_installed()  # a setting problem, not any one sample's
-        self.settings = settings
-        self._holistic = None
-
-    def _build(self):
-        # Only extracting processes get here (workers, the isolated helper), never a user's main
-        # process: MediaPipe's own log lines are filtered out of this process's stderr from now on.
-        from .mediapipe_logs import quiet_mediapipe  # noqa: PLC0415
-
-        quiet_mediapipe()
-        import mediapipe as mp  # noqa: PLC0415 - heavy, and only extracting processes need it
-
-        s = self.settings
-        log.debug("building MediaPipe Holistic in pid %d with %s", os.getpid(), s)
-        _BUILDS[os.getpid()] = _BUILDS.get(os.getpid(), 0) + 1
-        return mp.solutions.holistic.Holistic(
-            static_image_mode=s.static_image_mode, model_complexity=s.model_complexity,
-            smooth_landmarks=s.smooth_landmarks, refine_face_landmarks=s.refine_face_landmarks,
-            min_detection_confidence=s.min_detection_confidence,
-            min_tracking_confidence=s.min_tracking_confidence)
-
-    def extract(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
-        """Landmarks of one video from its RGB uint8 frames [H, W, 3], in time order."""
-        if self._holistic is None:
-            self._holistic = self._build()
-        self._holistic.reset()  # tracking state must not carry over from the previous video
-        _release_freed_memory()
-        try:
-            return self._extract_video(frames)
-        except BaseException:
-            self.close()  # a graph that raised may be left broken: the next video builds a new one
-            raise
-
-    def _extract_video(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
-        start = time.perf_counter()
-        rows, confs, size = [], [], None
-        for index, frame in enumerate(frames):
-            size = _check_frame(frame, index, size)
-            points, conf = self._extract_frame(frame)
-            rows.append(points)
-            confs.append(conf)
-        if size is None:
-            raise ValueError("no frames to extract from.")
-        n = self.settings.num_points
-        landmarks = np.stack(rows) if rows else np.zeros((0, n, 3), np.float32)
-        return LandmarkRecord(landmarks, np.stack(confs), width=size[1], height=size[0],
-                              seconds=time.perf_counter() - start)
-
-    def _extract_frame(self, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        results = self._holistic.process(frame)
-        n = self.settings.num_points
-        points = np.zeros((n, 3), np.float32)
-        conf = np.zeros((n,), np.float32)
-        slices = part_slices(n)
-        parts = (results.pose_landmarks, results.face_landmarks,
-                 results.left_hand_landmarks, results.right_hand_landmarks)
-        for part, found in zip(PARTS, parts):
-            s = slices[part]
-            _fill(points[s], conf[s], found, visibility=part == "pose")
-        return points, conf
-
-    def close(self) -> None:
-        if self._holistic is not None:
-            self._holistic.close()
-            self._holistic = None
-
-
-def _check_frame(frame: np.ndarray, index: int, size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+def check_frame(frame: np.ndarray, index: int, size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame {index}: shape {frame.shape} {frame.dtype}; expected uint8 RGB [H, W, 3].")
     if size is not None and frame.shape[:2] != size:
@@ -274,37 +65,9 @@ def _check_frame(frame: np.ndarray, index: int, size: Optional[Tuple[int, int]])
     return frame.shape[:2]
 
 
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
 
-
-_TRIM = _malloc_trim()
-
-
-def _release_freed_memory() -> None:
-    """Give memory freed by the last video's graph back to the system.
-
-    glibc keeps what MediaPipe frees on reset(); without this a worker's RSS grew ~10 MB per video
-    (measured +165 MB over 16 videos, still rising; flat with it, benchmarks/bench_memory.py).
-    """
-    if _TRIM is not None:
-        _TRIM(0)
-
-
-# pid -> Holistic instances built in that process (tests check the main process builds none).
-_BUILDS: Dict[int, int] = {}
 # (pid, settings) -> extractor: one per process, never inherited across fork.
 _EXTRACTORS: Dict[Tuple[int, ExtractorSettings], Extractor] = {}
-
-
-def holistic_builds(pid: Optional[int] = None) -> int:
-    """How many Holistic graphs this process (or ``pid``, as seen from here) has built."""
-    return _BUILDS.get(os.getpid() if pid is None else pid, 0)
 
 
 def get_extractor(settings: ExtractorSettings) -> Extractor:

@@ -22,7 +22,8 @@ from typing import Dict, Optional
 from .cache import CacheError, CacheRecordError, LandmarkCache
 from .claims import claim
 from .corpus import Sample
-from .extract import ExtractorSettings, LandmarkRecord, extract_frames_dir
+from .extract import ExtractorSettings, extract_frames_dir
+from .record import LandmarkRecord
 from .frames import FramesError
 from .isolated import ExtractorCrashed, isolated_extractor
 

@@ -23,7 +23,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
-from .extract import ExtractorSettings, LandmarkRecord, extract_frames_dir
+from .extract import ExtractorSettings, extract_frames_dir
+from .record import LandmarkRecord
 from .frames import FramesError
 
 

@@ -1,4 +1,4 @@
-"""The landmark record's binary encoding: its layout, its identity and the checks every read makes.
+"""The landmark record: its point layout, ``LandmarkRecord``, and its binary encoding with the checks every read makes.
 
 A record is a fixed header, then three arrays, in this order (``_sections``, the one place that
 says so): landmarks float16 [T, N, 3], pose visibility uint8 [T, 33] (0..255 for 0..1), presence
@@ -14,14 +14,72 @@ the identity one: caches built before version 2 stay usable without re-extractin
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .extract import PARTS, POSE_POINTS, LandmarkRecord, part_slices
+# Points per frame, in pose-format's order: pose, face, left hand, right hand.
+POSE_POINTS = 33
+FACE_POINTS = 468
+FACE_POINTS_REFINED = 478
+HAND_POINTS = 21
+PARTS: Tuple[str, ...] = ("pose", "face", "left_hand", "right_hand")
+NUM_POINTS = POSE_POINTS + FACE_POINTS + 2 * HAND_POINTS  # 543
+# Bump when the meaning or layout of a cached record changes.
+SCHEMA_VERSION = 1
+
+
+def part_slices(num_points: int) -> Dict[str, slice]:
+    """Where each part sits in a [.., num_points, ..] array (face has the points not in the others)."""
+    face = num_points - POSE_POINTS - 2 * HAND_POINTS
+    if face not in (FACE_POINTS, FACE_POINTS_REFINED):
+        raise ValueError(f"{num_points} landmarks per frame; expected {NUM_POINTS} or "
+                         f"{NUM_POINTS - FACE_POINTS + FACE_POINTS_REFINED}.")
+    bounds = np.cumsum([0, POSE_POINTS, face, HAND_POINTS, HAND_POINTS])
+    return {part: slice(int(a), int(b)) for part, a, b in zip(PARTS, bounds[:-1], bounds[1:])}
+
+
+@dataclass
+class LandmarkRecord:
+    """One sample's landmarks, as extracted or as read back from a cache.
+
+    landmarks (float32 [T, N, 3]): x, y normalized to image width and height, z as MediaPipe gives it.
+    confidence (float32 [T, N]): pose visibility; 1 or 0 for face and hand presence.
+    """
+
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    width: int
+    height: int
+    pid: int = field(default_factory=os.getpid)  # the process that extracted it
+    seconds: float = 0.0  # wall time of the extraction
+    # bool [T, 4]: pose, face, left hand, right hand found in each frame, as the extractor (or the
+    # stored record) says; None only for a record built by hand, whose zeros then tell.
+    found: Optional[np.ndarray] = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.landmarks.shape[0])
+
+    def presence(self) -> np.ndarray:
+        """bool [T, 4]: whether pose, face, left hand, right hand were found in each frame."""
+        if self.found is not None:
+            return self.found
+        slices = part_slices(self.landmarks.shape[1])
+        return np.stack([np.any(self.landmarks[:, slices[part]] != 0, axis=(1, 2)) for part in PARTS], axis=1)
+
+    def detection_rates(self) -> Dict[str, float]:
+        """Share of frames in which each part was found."""
+        found = self.presence()
+        rates = found.mean(axis=0) if self.num_frames else np.zeros(len(PARTS))
+        return {part: float(rate) for part, rate in zip(PARTS, rates)}
+
+
+
 
 MAGIC = b"PHXL"
 RECORD_VERSION = 2
@@ -175,7 +233,7 @@ def decode_record(data: Bytes, key: str, float16: bool = False,
         confidence[:, slices[part]] = arrays["presence"][:, index:index + 1]
     confidence[:, slices["pose"]] = arrays["visibility"] / np.float32(255)
     return LandmarkRecord(landmarks, confidence, width=header.width, height=header.height, pid=header.pid,
-                          seconds=header.seconds)
+                          seconds=header.seconds, found=arrays["presence"].astype(bool))
 
 
 def _split_payload(payload: memoryview, header: RecordHeader) -> Dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .extract import LandmarkRecord, part_slices
+from .record import LandmarkRecord, part_slices
 from .frames import read_frame_rgb
 
 log = logging.getLogger(__name__)

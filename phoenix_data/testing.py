@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .extract import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
+from .record import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
 
 # The fake's one part that comes and goes: the right hand is "found" where the frame's mean red
 # value is above this (a frame turned dark loses it, as a hand out of view would).

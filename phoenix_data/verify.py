@@ -12,7 +12,7 @@ import numpy as np
 
 from .cache import CacheRecordError, LandmarkCache
 from .corpus import Sample
-from .extract import LandmarkRecord
+from .record import LandmarkRecord
 from .frames import FramesError, list_frames
 
 log = logging.getLogger(__name__)

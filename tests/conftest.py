@@ -175,7 +175,7 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
     """A LandmarkRecord of plausible random values, for cache tests that need no MediaPipe."""
     import numpy as np
 
-    from phoenix_data.extract import NUM_POINTS, LandmarkRecord, part_slices
+    from phoenix_data.record import NUM_POINTS, LandmarkRecord, part_slices
 
     rng = np.random.default_rng(seed)
     landmarks = rng.uniform(-0.2, 1.2, (frames, NUM_POINTS, 3)).astype(np.float32)
@@ -198,7 +198,7 @@ def _no_holistic_in_the_test_process(request):
     never builds one in the pytest process: its misses go to the isolated helper process.
     """
     yield
-    from phoenix_data.extract import holistic_builds
+    from phoenix_data.holistic import holistic_builds
 
     if holistic_builds():
         pytest.fail(f"{request.node.nodeid} built a MediaPipe Holistic in the pytest process; "

@@ -14,7 +14,8 @@ import pytest
 from conftest import fake_record
 from phoenix_data.cache import (CacheError, CacheRecordError, LandmarkCache, decode_record,
                                 encode_record)
-from phoenix_data.extract import NUM_POINTS, ExtractionSettings, part_slices
+from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.record import NUM_POINTS, part_slices
 
 
 def test_round_trip_precision_and_size():

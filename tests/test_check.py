@@ -22,7 +22,7 @@ from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli import check_main as main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
-from phoenix_data.extract import ExtractionSettings
+from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.render import FACE_COLOUR, POSE_COLOUR
 
 REPO = Path(__file__).resolve().parents[1]

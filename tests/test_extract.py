@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from phoenix_data.extract import (NUM_POINTS, PARTS, ExtractionSettings, HolisticExtractor,
-                                  part_slices)
+from phoenix_data.holistic import ExtractionSettings, HolisticExtractor
+from phoenix_data.record import NUM_POINTS, PARTS, part_slices
 from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 
 # Every test here may run MediaPipe in the test process: keep it out of the pytest process,
@@ -125,7 +125,7 @@ def test_settings_fingerprint_and_validation():
 @pytest.mark.parametrize("complexity", [0, 2])
 def test_downloading_complexities_are_refused(complexity):
     settings = ExtractionSettings(model_complexity=complexity)
-    from phoenix_data.extract import _pose_model_path
+    from phoenix_data.holistic import _pose_model_path
 
     if _pose_model_path(complexity).is_file():
         pytest.skip("this mediapipe install has that model file; nothing would be downloaded")

@@ -145,7 +145,8 @@ def test_a_spawned_child_reuses_the_filter_it_inherited(tmp_path):
 EXTRACT_PROBE = """
     import sys
     from pathlib import Path
-    from phoenix_data.extract import ExtractionSettings, get_extractor
+    from phoenix_data.extract import get_extractor
+    from phoenix_data.holistic import ExtractionSettings
     from phoenix_data.frames import list_frames, read_frames_rgb
 
     extractor = get_extractor(ExtractionSettings())  # the extractor quiets MediaPipe itself

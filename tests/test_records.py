@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from phoenix_data.cache import CacheRecordError, LandmarkCache, decode_record, e
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
-from phoenix_data.extract import NUM_POINTS, LandmarkRecord
+from phoenix_data.record import NUM_POINTS, LandmarkRecord
 from phoenix_data.frames import list_frames
 
 MULTI = "phoenix-2014-multisigner"

@@ -24,7 +24,8 @@ import pytest
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import SPLITS, find_release, read_release_split
 from phoenix_data.demo import build_demo
-from phoenix_data.extract import ExtractionSettings, LandmarkRecord
+from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.record import LandmarkRecord
 from phoenix_data.frames import list_frames
 from phoenix_data.cli import warm_main as main
 

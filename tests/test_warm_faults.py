@@ -23,7 +23,7 @@ import pytest
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
-from phoenix_data.extract import ExtractionSettings
+from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.frames import list_frames
 from test_warm import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records,
                        read_json, run_warm, start_warm, wait_for_rows, worker_pids)

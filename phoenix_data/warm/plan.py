@@ -10,7 +10,8 @@ from typing import Dict, List, Optional
 
 from ..cache import LandmarkCache
 from ..corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release, read_release_split
-from ..extract import ExtractionSettings, ExtractorSettings
+from ..extract import ExtractorSettings
+from ..holistic import ExtractionSettings
 from ..verify import records_to_repair
 
 log = logging.getLogger(__name__)

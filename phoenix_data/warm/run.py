@@ -25,7 +25,7 @@ from typing import Iterator, List, Optional, Sequence, Set
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..cache import CacheError
-from ..extract import holistic_builds
+from ..holistic import holistic_builds
 from ..fill import CLAIM_WAIT_SECONDS, Outcome, SampleStatus, fill_sample
 from .plan import WarmOptions, WarmPlan
 from .progress import Progress, make_progress
