@@ -209,7 +209,7 @@ def test_check_records_tells_good_damaged_and_missing(tmp_path):
 
 
 def test_handles_close_before_fork_and_reopen(tmp_path):
-    from phoenix_data.cache import has_process_handle
+    from phoenix_data.lmdb_env import has_process_handle
 
     cache = LandmarkCache(tmp_path / "c")
     cache.put("a", fake_record(2))

@@ -1,0 +1,221 @@
+"""LMDB environments, one per process and cache: opened lazily, never across fork(); disk space; map growth.
+
+An environment must not cross fork(): a child that used or even closed it would clear the
+parent's reader slot, and a writer could then reuse pages the parent is reading. So each process
+opens its own on first use (``process_handle``), and an at-fork hook closes the parent's before any
+fork. Writers check free disk space first: LMDB reports a full disk only as an I/O error at commit,
+and a process touching a memory-mapped page a full disk cannot back dies of SIGBUS.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+import lmdb
+
+from .record import CacheError
+
+log = logging.getLogger(__name__)
+
+TABLES = (b"samples", b"failures", b"meta")
+_MAX_GROWTHS = 32  # doublings of the map a table creation may need (from a few KiB)
+
+
+class CacheSpaceError(CacheError):
+    """The cache's disk has not enough free space left for the next write."""
+
+
+# Free space a write leaves untouched: LMDB's copy-on-write pages, the lock file, the reports.
+SPACE_MARGIN_BYTES = 1 << 20
+
+
+def _mount_point(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _human(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def ensure_space(path: Path, needed: int, what: str) -> None:
+    """Raise CacheSpaceError unless ``needed`` bytes (plus a margin) are free on ``path``'s disk.
+
+    Checked before every write: LMDB reports a full disk only as an I/O error at commit, and a
+    process touching a memory-mapped page the full disk cannot back dies of SIGBUS, with no message.
+    """
+    probe = path if path.exists() else _mount_point(path)
+    free = shutil.disk_usage(probe).free
+    if free < needed + SPACE_MARGIN_BYTES:
+        raise CacheSpaceError(
+            f"no space left on {_mount_point(path)}: {_human(free)} free, the cache {path} needs "
+            f"{_human(needed + SPACE_MARGIN_BYTES)} for {what}. Free some space there, or pass another "
+            "--cache on a disk with room; rerun to resume (what was written is kept).")
+
+
+
+def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
+    # OS readahead stays on (py-lmdb's default): a record is ~0.5 MB of consecutive pages, read
+    # whole; without it a cold read faults in 4 KB at a time (measured 9x slower, benchmarks/).
+    if not readonly:
+        return lmdb.open(str(path), map_size=map_size, max_dbs=len(TABLES), max_readers=512)
+    # A reader takes part in LMDB's locking (so a writer never reuses pages it reads) wherever the
+    # writer's lock file is there to use; a finished cache shipped without one, or on a read-only
+    # disk, is read without locks: no writer can be at work there.
+    lock_file = path / "lock.mdb"
+    locked = lock_file.is_file() and os.access(lock_file, os.W_OK)
+    return lmdb.open(str(path), readonly=True, lock=locked, max_dbs=len(TABLES))
+
+
+class _Handle:
+    """One process's open environment and its named databases."""
+
+    def __init__(self, path: Path, readonly: bool, map_size: int) -> None:
+        self.pid = os.getpid()
+        if not readonly:
+            ensure_space(path, 0, "opening it for writing")
+            _preallocate(path / "lock.mdb")  # before LMDB opens it: see there
+        try:
+            self.env = _open_env(path, readonly, map_size)
+        except lmdb.Error as exc:
+            hint = ("" if readonly else " If it is a finished cache on a read-only disk, open it with "
+                    "readonly=True.")
+            raise CacheError(f"cannot open the cache {path}: {lmdb_reason(exc)}.{hint}") from None
+        self.dbs: Dict[bytes, object] = {}
+        self.readonly = readonly
+        self.inode = inode(path / "data.mdb")
+
+    def db(self, name: bytes):
+        if name not in self.dbs:
+            try:
+                self.dbs[name] = follow_growth(self.env, lambda: self._open_db(name))
+            except lmdb.NotFoundError:
+                raise CacheError(f"cache {self.env.path()} has no {name.decode()!r} table; "
+                                 "is it a phoenix_data cache?") from None
+        return self.dbs[name]
+
+    def _open_db(self, name: bytes):
+        """Open (or create) a table; creating one in a map too small for it grows the map, as a put does."""
+        for _ in range(_MAX_GROWTHS):
+            try:
+                return self.env.open_db(name, create=not self.readonly)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)  # no transaction of ours is open
+        return self.env.open_db(name, create=not self.readonly)
+
+
+def lmdb_reason(exc: lmdb.Error) -> str:
+    """lmdb's message without the path it repeats (``/x/cache: No such file``)."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("/") and ": " in text else text
+
+
+def inode(path: Path) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+# LMDB's lock file holds a reader table of 64-byte slots (512 readers: ~33 KB); a larger file only
+# gives it more slots.
+LOCK_FILE_BYTES = 64 << 10
+
+
+def _preallocate(lock_file: Path) -> None:
+    """Give the memory-mapped lock file real blocks: on a full disk, LMDB's first touch of a sparse
+    page of it (a new reader slot) would kill the process with SIGBUS.
+
+    Only before this process opens the environment: LMDB holds POSIX record locks on this file, and
+    closing any descriptor of it would drop them all (then another process would think itself
+    alone and reset the lock table under its writers).
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, LOCK_FILE_BYTES))
+    except OSError as exc:
+        raise CacheSpaceError(f"no space left on {_mount_point(lock_file)} for the cache's lock file "
+                              f"{lock_file} ({exc.strerror}). Free some space there, or pass another "
+                              "--cache on a disk with room.") from None
+    finally:
+        os.close(fd)
+
+
+def follow_growth(env: lmdb.Environment, start):
+    """``start()``, adopting the map size another process grew the file to (MapResizedError)."""
+    for _ in range(8):
+        try:
+            return start()
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # no transaction of ours is open here
+    return start()
+
+
+# real path -> handle. A handle is used only by the process that opened it. py-lmdb refuses to
+# open one environment twice in a process, so read-only and read-write users share a handle.
+_HANDLES: Dict[str, _Handle] = {}
+
+
+def process_handle(path: Path, readonly: bool, map_size: int) -> _Handle:
+    """This process's environment for ``path``, opened on first use."""
+    key = os.path.realpath(path)
+    held = _HANDLES.get(key)
+    if held is not None and held.pid != os.getpid():
+        _drop_inherited(held)
+        held = None
+    if held is not None and held.readonly and not readonly:
+        held.env.close()  # a writer needs a read-write environment
+        held = None
+    if held is None:
+        held = _HANDLES[key] = _Handle(path, readonly, map_size)
+    return held
+
+
+def has_process_handle(path: Path) -> bool:
+    held = _HANDLES.get(os.path.realpath(path))
+    return held is not None and held.pid == os.getpid()
+
+
+def close_process_handles(path: Path) -> None:
+    """Close this process's environment for ``path``, so that a later fork inherits none."""
+    key = os.path.realpath(path)
+    held = _HANDLES.get(key)
+    if held is not None and held.pid == os.getpid():
+        del _HANDLES[key]
+        held.env.close()
+
+
+def _drop_inherited(handle: _Handle) -> None:
+    """Let go of an environment a parent held open across a fork that skipped the at-fork hook
+    below (only a raw fork from C does). Closing it lets py-lmdb open the files again here."""
+    log.warning("pid %d: closing an LMDB environment inherited from pid %d", os.getpid(), handle.pid)
+    handle.env.close()
+
+
+def _close_before_fork() -> None:
+    """Close this process's environments before it forks (DataLoader workers, multiprocessing).
+
+    An environment must not cross fork(): a child that used or even closed it would clear the
+    parent's reader slot, and a writer could then reuse pages the parent is reading. Handles
+    reopen lazily on their next use, in the parent and in each child.
+    """
+    for key in [k for k, h in _HANDLES.items() if h.pid == os.getpid()]:
+        _HANDLES.pop(key).env.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_before_fork)
