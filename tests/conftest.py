@@ -15,31 +15,7 @@ import pytest
 # phoenix_data.corpus.RELEASES: a wrong file name in the reader's tables must fail the tests.
 # ---------------------------------------------------------------------------------------------------
 
-CORPUS_FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "corpus"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# release folder -> (archive folder it ships in, CSV file name under annotations/manual/, header)
-CORPUS_LAYOUT = {
-    "phoenix-2014-multisigner": (
-        "phoenix2014-release", "{split}.corpus.csv", "id|folder|signer|annotation"),
-    "phoenix-2014-signerindependent-SI5": (
-        "phoenix2014-release", "{split}.SI5.corpus.csv", "id|folder|signer|annotation"),
-    "PHOENIX-2014-T": (
-        "PHOENIX-2014-T-release-v3", "PHOENIX-2014-T.{split}.corpus.csv",
-        "name|video|start|end|speaker|orth|translation"),
-}
-
-
-def corpus_release_dir(base: Path, release: str) -> Path:
-    """``base/<archive>/<release>``, e.g. ``base/phoenix2014-release/phoenix-2014-multisigner``."""
-    archive = CORPUS_LAYOUT[release][0]
-    return base / archive / release
-
-
-def corpus_csv_path(base: Path, release: str, split: str) -> Path:
-    """Where the release keeps the CSV of ``split``, with ``base`` the folder above the archive."""
-    name = CORPUS_LAYOUT[release][1].format(split=split)
-    return corpus_release_dir(base, release) / "annotations" / "manual" / name
+from helpers import CORPUS_FIXTURES_DIR, CORPUS_LAYOUT, REPO_ROOT, corpus_csv_path  # noqa: F401
 
 
 @pytest.fixture
@@ -164,29 +140,24 @@ def real_frames_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_tree(tmp_path_factory: pytest.TempPathFactory):
-    """The built-in demo tree, built once per session: {release name: release folder}."""
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in demo tree, built once per session, for tests that only read it: its folder.
+
+    A test that changes frames or CSVs copies it (or builds its own) under tmp_path first.
+    """
     from phoenix_data.demo import build_demo
 
-    return build_demo(tmp_path_factory.mktemp("demo"))
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out)
+    return out
 
 
-def fake_record(frames: int, seed: int = 0, hands: bool = True):
-    """A LandmarkRecord of plausible random values, for cache tests that need no MediaPipe."""
-    import numpy as np
+@pytest.fixture(scope="session")
+def demo_tree(demo_dir: Path):
+    """The same demo tree as {release name: release folder}."""
+    from phoenix_data.corpus import RELEASES, find_release
 
-    from phoenix_data.record import NUM_POINTS, LandmarkRecord, part_slices
-
-    rng = np.random.default_rng(seed)
-    landmarks = rng.uniform(-0.2, 1.2, (frames, NUM_POINTS, 3)).astype(np.float32)
-    confidence = np.ones((frames, NUM_POINTS), np.float32)
-    slices = part_slices(NUM_POINTS)
-    confidence[:, slices["pose"]] = rng.uniform(0, 1, (frames, 33))
-    if not hands:
-        for part in ("left_hand", "right_hand"):
-            landmarks[:, slices[part]] = 0
-            confidence[:, slices[part]] = 0
-    return LandmarkRecord(landmarks, confidence, width=210, height=260, pid=4242, seconds=1.5)
+    return {name: find_release(demo_dir, name).root for name in RELEASES}
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from conftest import fake_record
+from helpers import fake_record
 from phoenix_data.cache import (CacheError, CacheRecordError, LandmarkCache, decode_record,
                                 encode_record)
 from phoenix_data.holistic import ExtractionSettings

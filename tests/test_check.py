@@ -38,9 +38,9 @@ PART_BOUNDS = {"pose": (0, 33), "face": (33, 501), "left_hand": (501, 522), "rig
 # --- fixtures ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 2014-T release folder of a demo tree built once for this module."""
-    return build_demo(tmp_path_factory.mktemp("demo"))[RELEASE]
+def root(demo_tree) -> Path:
+    """The 2014-T release folder of the session's demo tree (read only: tests that change it copy it)."""
+    return demo_tree[RELEASE]
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ group. Runs use the demo tree (samples of 8-14 frames), mostly one release and s
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 import signal
@@ -14,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 import cv2
 import lmdb
@@ -22,120 +19,20 @@ import numpy as np
 import pytest
 
 from phoenix_data.cache import LandmarkCache
-from phoenix_data.corpus import SPLITS, find_release, read_release_split
+from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import LandmarkRecord
 from phoenix_data.frames import list_frames
 from phoenix_data.cli import warm_main as main
 
+from helpers import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records, read_json,
+                     run_warm, start_warm, wait_for_rows, wait_group_gone, warm_cmd)
+
 REPO = Path(__file__).resolve().parents[1]
-MULTI = "phoenix-2014-multisigner"
 # What a user reads in metrics.csv; spelled out so that a renamed column fails here.
 METRICS_COLUMNS = ("id", "release", "split", "frames", "seconds", "frames_per_s", "worker_pid",
                    "pose", "face", "left_hand", "right_hand")
-RUN_TIMEOUT = 240
-
-
-# --- helpers -----------------------------------------------------------------------------------------
-
-def warm_cmd(*args: object) -> List[str]:
-    return [sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)]
-
-
-def run_warm(*args: object) -> subprocess.CompletedProcess:
-    """Run the job to the end; stderr is a pipe, so the job logs heartbeat lines, not a bar."""
-    return subprocess.run(warm_cmd(*args), capture_output=True, text=True, timeout=RUN_TIMEOUT)
-
-
-def start_warm(log_dir: Path, *args: object) -> subprocess.Popen:
-    """Start the job in its own process group (as a shell job is), output to files."""
-    out = (log_dir / "stdout.txt").open("w")
-    err = (log_dir / "stderr.txt").open("w")
-    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True)
-
-
-def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
-    """key -> number of PNG frames on disk, for every sample of ``splits`` of ``release``."""
-    rel = find_release(root, release)
-    return {s.key: len(list_frames(s.frames_dir)) for split in splits for s in read_release_split(rel, split)}
-
-
-def raw_records(cache: Path) -> Dict[str, bytes]:
-    """Every record's bytes as stored, read straight from LMDB (no decoding)."""
-    env = lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
-    try:
-        with env.begin() as txn:
-            db = env.open_db(b"samples", txn=txn, create=False)
-            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=db)}
-    finally:
-        env.close()
-
-
-def check_records(cache: Path, expected: Dict[str, int]) -> Dict[str, int]:
-    """Decode each cached record of ``expected`` (checksums included); returns key -> extracting pid."""
-    pids = {}
-    store = LandmarkCache(cache, readonly=True)
-    with store.session():
-        for key, frames in expected.items():
-            record = store.get(key)
-            assert record is not None, f"{key} not cached"
-            assert record.num_frames == frames, f"{key}: {record.num_frames} frames cached, {frames} on disk"
-            assert np.isfinite(record.landmarks).all()
-            pids[key] = record.pid
-    return pids
-
-
-def metrics_rows(report_dir: Path) -> List[Dict[str, str]]:
-    path = report_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as file:
-        return [row for row in csv.DictReader(file) if row.get("right_hand")]  # complete rows only
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def wait_for_rows(proc: subprocess.Popen, report_dir: Path, rows: int, timeout: float = 120) -> None:
-    """Wait until the running job reported ``rows`` extracted samples (each committed before reported)."""
-    deadline = time.monotonic() + timeout
-    while len(metrics_rows(report_dir)) < rows:
-        assert proc.poll() is None, f"the job ended (status {proc.returncode}) before {rows} samples were done"
-        assert time.monotonic() < deadline, f"fewer than {rows} samples done after {timeout} s"
-        time.sleep(0.05)
-
-
-def processes() -> Dict[int, List[str]]:
-    """pid -> [state, ppid, pgrp, ...] from /proc/<pid>/stat, for every process."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                found[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-    return found
-
-
-def live_in_group(pgid: int) -> List[int]:
-    """Processes of a process group that still run (zombies excluded)."""
-    return [pid for pid, fields in processes().items() if int(fields[2]) == pgid and fields[0] != "Z"]
-
-
-def worker_pids(main_pid: int) -> List[int]:
-    """The job's DataLoader workers: children forked from it (same command line)."""
-    cmdline = Path(f"/proc/{main_pid}/cmdline").read_bytes()
-    children = [pid for pid, fields in processes().items() if int(fields[1]) == main_pid]
-    return [pid for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline]
-
-
-def wait_group_gone(pgid: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while live_in_group(pgid):
-        assert time.monotonic() < deadline, f"processes {live_in_group(pgid)} of the job still run"
-        time.sleep(0.1)
 
 
 # --- a full run with two workers, then a second run -------------------------------------------------
@@ -143,14 +40,14 @@ def wait_group_gone(pgid: int, timeout: float = 60) -> None:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """``--demo`` restricted to one release and split, two workers; stderr to a file (not a terminal)."""
-    demo = tmp_path_factory.mktemp("demo-run")
-    err_path = demo.parent / f"{demo.name}-stderr.txt"
+    demo_dir = tmp_path_factory.mktemp("demo-run")
+    err_path = demo_dir.parent / f"{demo_dir.name}-stderr.txt"
     with err_path.open("w") as err:
-        proc = subprocess.Popen(warm_cmd("--demo", "--demo-dir", demo, "--release", "multisigner", "--split",
+        proc = subprocess.Popen(warm_cmd("--demo", "--demo-dir", demo_dir, "--release", "multisigner", "--split",
                                          "train", "--workers", 2, "--heartbeat", 0),
                                 stdout=subprocess.PIPE, stderr=err, text=True)
         proc.stdout_text = proc.communicate(timeout=RUN_TIMEOUT)[0]
-    return {"demo": demo, "cache": demo / "cache", "proc": proc, "stderr": err_path.read_text()}
+    return {"demo": demo_dir, "cache": demo_dir / "cache", "proc": proc, "stderr": err_path.read_text()}
 
 
 def test_demo_run_fills_the_cache(first_run):
@@ -161,7 +58,7 @@ def test_demo_run_fills_the_cache(first_run):
     check_records(cache, expected)
     assert set(raw_records(cache)) == set(expected)  # one release, one split: nothing else
     assert f"Cache:     {cache}" in proc.stdout_text
-    assert f"Demo tree: {first_run['demo']}" in proc.stdout_text
+    assert f"Demo tree: {first_run['demo_dir']}" in proc.stdout_text
     assert proc.stdout_text.startswith("Warm-up done: 3 samples: 3 extracted, 0 already cached, 0 failed")
 
 
@@ -177,7 +74,7 @@ def test_demo_run_writes_summary_and_metrics(first_run):
     assert summary["workers"] == 2 and summary["main_pid"] == first_run["proc"].pid
     assert set(summary["versions"]) == {"phoenix_data", "mediapipe", "torch", "python"}
     assert summary["settings_fingerprint"] == ExtractionSettings().fingerprint()
-    # The demo frames show a person (pose and face), no hands.
+    # The demo_dir frames show a person (pose and face), no hands.
     assert summary["detection_rates"] == {"pose": 1.0, "face": 1.0, "left_hand": 0.0, "right_hand": 0.0}
     assert summary["interrupted"] is False and summary["exit_status"] == 0
     assert read_json(cache / "failed_samples.json") == []
@@ -227,19 +124,11 @@ def test_second_run_extracts_nothing(first_run, tmp_path):
 
 # --- interruptions -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    """A demo tree the tests only read."""
-    out = tmp_path_factory.mktemp("demo")
-    build_demo(out)
-    return out
-
-
-def test_kill_9_mid_run_then_rerun_completes(demo, tmp_path):
+def test_kill_9_mid_run_then_rerun_completes(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     expected = {k: n for rel in (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
-                for k, n in expected_frames(demo, rel).items()}
-    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--workers", 2, "--heartbeat", 0)
+                for k, n in expected_frames(demo_dir, rel).items()}
+    proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 2, "--heartbeat", 0)
     wait_for_rows(proc, cache, 2)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -249,7 +138,7 @@ def test_kill_9_mid_run_then_rerun_completes(demo, tmp_path):
     check_records(cache, {k: expected[k] for k in before})  # no partial or damaged record
     rows_before = len(metrics_rows(cache))
 
-    rerun = run_warm("--root", demo, "--cache", cache, "--workers", 2)
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = read_json(cache / "summary.json")
     assert summary["counts"] == {"total": len(expected), "extracted": len(expected) - len(before),
@@ -262,9 +151,9 @@ def test_kill_9_mid_run_then_rerun_completes(demo, tmp_path):
     check_records(cache, expected)
 
 
-def _interrupt(demo: Path, tmp_path: Path, second: bool) -> subprocess.Popen:
+def _interrupt(demo_dir: Path, tmp_path: Path, second: bool) -> subprocess.Popen:
     """Start a run of one release, wait for one committed sample, press Ctrl+C (twice if ``second``)."""
-    proc = start_warm(tmp_path, "--root", demo, "--cache", tmp_path / "cache", "--release", "multisigner",
+    proc = start_warm(tmp_path, "--root", demo_dir, "--cache", tmp_path / "cache", "--release", "multisigner",
                       "--workers", 2, "--heartbeat", 0)
     wait_for_rows(proc, tmp_path / "cache", 1)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C reaches the whole group, workers too
@@ -275,16 +164,16 @@ def _interrupt(demo: Path, tmp_path: Path, second: bool) -> subprocess.Popen:
     return proc
 
 
-def _rerun_completes(demo: Path, cache: Path) -> None:
-    rerun = run_warm("--root", demo, "--cache", cache, "--release", "multisigner", "--workers", 2)
+def _rerun_completes(demo_dir: Path, cache: Path) -> None:
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--release", "multisigner", "--workers", 2)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     counts = read_json(cache / "summary.json")["counts"]
     assert counts["extracted"] + counts["cached"] == counts["total"] == 7
-    check_records(cache, expected_frames(demo, MULTI))
+    check_records(cache, expected_frames(demo_dir, MULTI))
 
 
-def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo, tmp_path):
-    proc = _interrupt(demo, tmp_path, second=False)
+def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo_dir, tmp_path):
+    proc = _interrupt(demo_dir, tmp_path, second=False)
     assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
     wait_group_gone(proc.pid, timeout=15)
     cache = tmp_path / "cache"
@@ -293,32 +182,32 @@ def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo, tmp_path):
     assert summary["counts"]["remaining"] > 0
     done = raw_records(cache)
     assert summary["counts"]["extracted"] == len(done)  # what finished is kept, and counted
-    assert summary["frames_extracted"] == sum(n for k, n in expected_frames(demo, MULTI).items() if k in done)
+    assert summary["frames_extracted"] == sum(n for k, n in expected_frames(demo_dir, MULTI).items() if k in done)
     assert "no frames extracted" not in (tmp_path / "stdout.txt").read_text()
-    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
+    check_records(cache, {k: n for k, n in expected_frames(demo_dir, MULTI).items() if k in done})
     assert "rerun the same command" in (tmp_path / "stdout.txt").read_text()
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
-    _rerun_completes(demo, cache)
+    _rerun_completes(demo_dir, cache)
 
 
-def test_second_ctrl_c_exits_at_once_without_harm(demo, tmp_path):
-    proc = _interrupt(demo, tmp_path, second=True)
+def test_second_ctrl_c_exits_at_once_without_harm(demo_dir, tmp_path):
+    proc = _interrupt(demo_dir, tmp_path, second=True)
     assert proc.returncode == 130
     assert "second Ctrl+C" in (tmp_path / "stderr.txt").read_text()
     wait_group_gone(proc.pid)
     cache = tmp_path / "cache"
     done = raw_records(cache)
-    check_records(cache, {k: n for k, n in expected_frames(demo, MULTI).items() if k in done})
-    _rerun_completes(demo, cache)
+    check_records(cache, {k: n for k, n in expected_frames(demo_dir, MULTI).items() if k in done})
+    _rerun_completes(demo_dir, cache)
 
 
-def test_overwrite_discards_only_a_cache_of_other_settings(demo, tmp_path):
+def test_overwrite_discards_only_a_cache_of_other_settings(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     old = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3))
     with old.session():
         old.put("old/settings/record", LandmarkRecord(np.zeros((2, 543, 3), np.float32),
                                                       np.zeros((2, 543), np.float32), width=210, height=260))
-    args = ("--root", demo, "--cache", cache, "--release", "multisigner", "--split", "dev", "--workers", 1)
+    args = ("--root", demo_dir, "--cache", cache, "--release", "multisigner", "--split", "dev", "--workers", 1)
     refused = run_warm(*args)
     assert refused.returncode == 2
     assert "other extraction settings" in refused.stderr and "--overwrite" in refused.stderr
@@ -328,7 +217,7 @@ def test_overwrite_discards_only_a_cache_of_other_settings(demo, tmp_path):
     assert discarded.returncode == 0, discarded.stderr[-3000:]
     assert "Discarded: 1 record (old/settings 1) of other extraction settings" in discarded.stdout
     assert read_json(cache / "summary.json")["discarded_records"] == {"old/settings": 1}
-    assert set(raw_records(cache)) == set(expected_frames(demo, MULTI, ["dev"]))
+    assert set(raw_records(cache)) == set(expected_frames(demo_dir, MULTI, ["dev"]))
     kept = run_warm(*args, "--overwrite")  # same settings now: the same command resumes, discards nothing
     assert kept.returncode == 0 and "Discarded" not in kept.stdout
     assert read_json(cache / "summary.json")["counts"]["cached"] == 2
@@ -397,9 +286,9 @@ def test_failures_are_listed_and_retried_on_request(tmp_path):
     (["--workers", "-1"], ["--workers", "'-1'", ">= 0"]),
     (["--release", "nope"], ["Unknown release 'nope'", "multisigner"]),
 ])
-def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, says, demo):
+def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, says, demo_dir):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--root", str(demo), "--cache", str(tmp_path / "cache"), *args])
+        main(["--root", str(demo_dir), "--cache", str(tmp_path / "cache"), *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert all(s in err for s in says), err
@@ -462,8 +351,8 @@ def test_rerun_and_repair_extract_damaged_records_again(first_run, tmp_path):
     check_records(cache, expected)  # every record decodes again, checksums included
 
 
-def test_heartbeat_beats_on_a_clock(demo, tmp_path):
-    proc = run_warm("--root", demo, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
+def test_heartbeat_beats_on_a_clock(demo_dir, tmp_path):
+    proc = run_warm("--root", demo_dir, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
                     "--workers", 1, "--heartbeat", 0.2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     beats = [line for line in proc.stderr.splitlines() if re.match(r"\[warm\] \d+/2 samples \(", line)]

@@ -1,7 +1,7 @@
 """The warm-up against what a user's machine throws at it: crashing samples, full disks, a cache
 deleted or rewritten under the job, two jobs on one cache, Ctrl+C during start-up.
 
-Each run is a real subprocess with real MediaPipe workers on the demo tree.
+Each run is a real subprocess with real MediaPipe workers on the demo_dir tree.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.frames import list_frames
-from test_warm import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records,
+from helpers import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records,
                        read_json, run_warm, start_warm, wait_for_rows, worker_pids)
 
 ALL_RELEASES = (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
@@ -52,21 +52,14 @@ def small_disk(path: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def all_expected(demo: Path) -> dict:
-    return {k: n for rel in ALL_RELEASES for k, n in expected_frames(demo, rel).items()}
+def all_expected(demo_dir: Path) -> dict:
+    return {k: n for rel in ALL_RELEASES for k, n in expected_frames(demo_dir, rel).items()}
 
 
 def no_failures(cache: Path) -> dict:
     store = LandmarkCache(cache, readonly=True)
     with store.session():
         return store.failures()
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    build_demo(out)
-    return out
 
 
 # --- a sample that kills its worker ---------------------------------------------------------------
@@ -98,9 +91,9 @@ def test_sample_that_crashes_mediapipe_fails_alone_and_the_run_finishes(tmp_path
     assert read_json(tmp_path / "cache" / "summary.json")["sent_to_workers"] == 0
 
 
-def test_killed_worker_its_samples_are_retried_and_the_run_completes(demo, tmp_path):
+def test_killed_worker_its_samples_are_retried_and_the_run_completes(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--release", "multisigner",
+    proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--release", "multisigner",
                       "--workers", 2, "--heartbeat", 0)
     wait_for_rows(proc, cache, 1)
     workers = worker_pids(proc.pid)
@@ -110,42 +103,42 @@ def test_killed_worker_its_samples_are_retried_and_the_run_completes(demo, tmp_p
     summary = read_json(cache / "summary.json")
     assert summary["worker_crashes"] == 1 and summary["counts"]["remaining"] == 0
     assert summary["counts"]["extracted"] == 7
-    check_records(cache, expected_frames(demo, MULTI))
+    check_records(cache, expected_frames(demo_dir, MULTI))
 
 
 # --- errors of the run, not of a sample -------------------------------------------------------------
 
-def test_full_disk_mid_run_stops_with_one_line_and_no_sample_failures(demo, tmp_path):
+def test_full_disk_mid_run_stops_with_one_line_and_no_sample_failures(demo_dir, tmp_path):
     with small_disk(tmp_path / "disk", 1300) as disk:
         cache = disk / "cache"
-        done = run_warm("--root", demo, "--cache", cache, "--workers", 2)
+        done = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2)
         assert done.returncode == 3, done.stderr[-3000:]
         assert "Traceback" not in done.stderr + done.stdout
         assert f"no space left on {disk}" in done.stdout
         assert re.search(r": \d+\.\d (KB|MB) free, the cache .* needs", done.stdout), done.stdout
         records = raw_records(cache)
         assert records, "the disk filled before the first record: make it larger"
-        check_records(cache, {k: n for k, n in all_expected(demo).items() if k in records})
+        check_records(cache, {k: n for k, n in all_expected(demo_dir).items() if k in records})
         assert no_failures(cache) == {}  # a full disk is no sample's failure
         summary = read_json(cache / "summary.json")  # the space kept free holds the reports
         assert summary["exit_status"] == 3 and "no space left" in summary["aborted"]
         assert summary["counts"]["failed"] == 0
 
 
-def test_full_disk_at_start_is_an_error_not_a_bus_error(demo, tmp_path):
+def test_full_disk_at_start_is_an_error_not_a_bus_error(demo_dir, tmp_path):
     with small_disk(tmp_path / "disk", 512) as disk:
         with open(disk / "filler", "wb") as filler:
             with contextlib.suppress(OSError):
                 while True:
                     filler.write(b"\0" * 65536)
-        done = run_warm("--root", demo, "--cache", disk / "cache", "--workers", 1)
+        done = run_warm("--root", demo_dir, "--cache", disk / "cache", "--workers", 1)
         assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
         assert f"no space left on {disk}" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_cache_rewritten_with_other_settings_under_the_job(demo, tmp_path):
+def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--workers", 1, "--heartbeat", 0,
+    proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
                       "--report-dir", tmp_path / "r")
     wait_for_rows(proc, tmp_path / "r", 1)
     LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3), overwrite=True)
@@ -155,14 +148,14 @@ def test_cache_rewritten_with_other_settings_under_the_job(demo, tmp_path):
     store = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3), readonly=True)
     with store.session():
         assert store.failures() == {}  # not "failed before" for the next job
-    rerun = run_warm("--root", demo, "--cache", cache, "--workers", 2, "--min-detection-confidence", 0.3)
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2, "--min-detection-confidence", 0.3)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert read_json(cache / "summary.json")["counts"]["extracted"] == 21
 
 
-def test_cache_deleted_under_the_job(demo, tmp_path):
+def test_cache_deleted_under_the_job(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    proc = start_warm(tmp_path, "--root", demo, "--cache", cache, "--workers", 1, "--heartbeat", 0,
+    proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
                       "--report-dir", tmp_path / "r")
     wait_for_rows(proc, tmp_path / "r", 1)
     shutil.rmtree(cache)
@@ -173,29 +166,29 @@ def test_cache_deleted_under_the_job(demo, tmp_path):
 
 # --- two jobs on one cache --------------------------------------------------------------------------
 
-def test_two_warm_ups_on_one_cache_share_the_work(demo, tmp_path):
+def test_two_warm_ups_on_one_cache_share_the_work(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     jobs = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        jobs.append(start_warm(tmp_path / name, "--root", demo, "--cache", cache, "--workers", 1,
+        jobs.append(start_warm(tmp_path / name, "--root", demo_dir, "--cache", cache, "--workers", 1,
                                "--report-dir", tmp_path / name))
     assert [job.wait(timeout=RUN_TIMEOUT) for job in jobs] == [0, 0]
     extracted = [f"{r['release']}/{r['split']}/{r['id']}" for n in "ab" for r in metrics_rows(tmp_path / n)]
-    assert sorted(extracted) == sorted(all_expected(demo)), "a sample extracted twice, or not at all"
+    assert sorted(extracted) == sorted(all_expected(demo_dir)), "a sample extracted twice, or not at all"
     counts = [read_json(tmp_path / n / "summary.json")["counts"] for n in "ab"]
     assert all(c["remaining"] == 0 and c["failed"] == 0 for c in counts)
     assert sum(c["extracted"] for c in counts) == 21
     assert all(c["extracted"] > 0 for c in counts), "one job did everything: nothing was shared"
-    check_records(cache, all_expected(demo))
+    check_records(cache, all_expected(demo_dir))
 
 
 # --- start-up --------------------------------------------------------------------------------------
 
-def test_ctrl_c_during_start_up_exits_130_quietly(demo, tmp_path):
+def test_ctrl_c_during_start_up_exits_130_quietly(demo_dir, tmp_path):
     script = Path(sys.executable).parent / "phoenix-warm-cache"
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "phoenix_data.cli", "warm-cache"]
-    proc = subprocess.Popen([*command, "--root", str(demo), "--cache", str(tmp_path / "c")],
+    proc = subprocess.Popen([*command, "--root", str(demo_dir), "--cache", str(tmp_path / "c")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():  # importing torch
@@ -208,13 +201,13 @@ def test_ctrl_c_during_start_up_exits_130_quietly(demo, tmp_path):
     assert "Rerun the same command" in err
 
 
-def test_extraction_settings_flags_warm_and_check_a_cache_of_those_settings(demo, tmp_path):
+def test_extraction_settings_flags_warm_and_check_a_cache_of_those_settings(demo_dir, tmp_path):
     cache, flags = tmp_path / "cache", ("--min-detection-confidence", "0.7", "--static-image-mode")
-    done = run_warm("--root", demo, "--cache", cache, "--release", "si5", "--split", "test", "--workers", 1, *flags)
+    done = run_warm("--root", demo_dir, "--cache", cache, "--release", "si5", "--split", "test", "--workers", 1, *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     settings = read_json(cache / "summary.json")["settings"]
     assert settings["min_detection_confidence"] == 0.7 and settings["static_image_mode"] is True
-    check = [sys.executable, "-m", "phoenix_data.cli", "dataset", "--root", str(demo), "--release", "si5",
+    check = [sys.executable, "-m", "phoenix_data.cli", "dataset", "--root", str(demo_dir), "--release", "si5",
              "--split", "test", "--cache", str(cache)]
     same = subprocess.run([*check, *flags], capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert same.returncode == 0, same.stdout[-2000:] + same.stderr[-2000:]

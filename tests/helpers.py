@@ -1,0 +1,174 @@
+"""Builders and helpers shared by the tests (fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import lmdb
+import numpy as np
+
+from phoenix_data.cache import LandmarkCache
+from phoenix_data.corpus import SPLITS, find_release, read_release_split
+from phoenix_data.frames import list_frames
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MULTI = "phoenix-2014-multisigner"
+RUN_TIMEOUT = 240
+
+
+# --- release layouts -------------------------------------------------------------------------------
+#
+# The release layout is spelled out here on purpose instead of being taken from
+# phoenix_data.corpus.RELEASES: a wrong file name in the reader's tables must fail the tests.
+
+CORPUS_FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "corpus"
+
+# release folder -> (archive folder it ships in, CSV file name under annotations/manual/, header)
+CORPUS_LAYOUT = {
+    "phoenix-2014-multisigner": (
+        "phoenix2014-release", "{split}.corpus.csv", "id|folder|signer|annotation"),
+    "phoenix-2014-signerindependent-SI5": (
+        "phoenix2014-release", "{split}.SI5.corpus.csv", "id|folder|signer|annotation"),
+    "PHOENIX-2014-T": (
+        "PHOENIX-2014-T-release-v3", "PHOENIX-2014-T.{split}.corpus.csv",
+        "name|video|start|end|speaker|orth|translation"),
+}
+
+
+def corpus_release_dir(base: Path, release: str) -> Path:
+    """``base/<archive>/<release>``, e.g. ``base/phoenix2014-release/phoenix-2014-multisigner``."""
+    archive = CORPUS_LAYOUT[release][0]
+    return base / archive / release
+
+
+def corpus_csv_path(base: Path, release: str, split: str) -> Path:
+    """Where the release keeps the CSV of ``split``, with ``base`` the folder above the archive."""
+    name = CORPUS_LAYOUT[release][1].format(split=split)
+    return corpus_release_dir(base, release) / "annotations" / "manual" / name
+
+
+
+# --- records --------------------------------------------------------------------------------------
+
+def fake_record(frames: int, seed: int = 0, hands: bool = True):
+    """A LandmarkRecord of plausible random values, for cache tests that need no MediaPipe."""
+    import numpy as np
+
+    from phoenix_data.record import NUM_POINTS, LandmarkRecord, part_slices
+
+    rng = np.random.default_rng(seed)
+    landmarks = rng.uniform(-0.2, 1.2, (frames, NUM_POINTS, 3)).astype(np.float32)
+    confidence = np.ones((frames, NUM_POINTS), np.float32)
+    slices = part_slices(NUM_POINTS)
+    confidence[:, slices["pose"]] = rng.uniform(0, 1, (frames, 33))
+    if not hands:
+        for part in ("left_hand", "right_hand"):
+            landmarks[:, slices[part]] = 0
+            confidence[:, slices[part]] = 0
+    return LandmarkRecord(landmarks, confidence, width=210, height=260, pid=4242, seconds=1.5)
+
+
+# --- running the warm-up as a user does ----------------------------------------------------------
+
+def warm_cmd(*args: object) -> List[str]:
+    return [sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)]
+
+
+def run_warm(*args: object) -> subprocess.CompletedProcess:
+    """Run the job to the end; stderr is a pipe, so the job logs heartbeat lines, not a bar."""
+    return subprocess.run(warm_cmd(*args), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+
+def start_warm(log_dir: Path, *args: object) -> subprocess.Popen:
+    """Start the job in its own process group (as a shell job is), output to files."""
+    out = (log_dir / "stdout.txt").open("w")
+    err = (log_dir / "stderr.txt").open("w")
+    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True)
+
+
+def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
+    """key -> number of PNG frames on disk, for every sample of ``splits`` of ``release``."""
+    rel = find_release(root, release)
+    return {s.key: len(list_frames(s.frames_dir)) for split in splits for s in read_release_split(rel, split)}
+
+
+def raw_records(cache: Path) -> Dict[str, bytes]:
+    """Every record's bytes as stored, read straight from LMDB (no decoding)."""
+    env = lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
+    try:
+        with env.begin() as txn:
+            db = env.open_db(b"samples", txn=txn, create=False)
+            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=db)}
+    finally:
+        env.close()
+
+
+def check_records(cache: Path, expected: Dict[str, int]) -> Dict[str, int]:
+    """Decode each cached record of ``expected`` (checksums included); returns key -> extracting pid."""
+    pids = {}
+    store = LandmarkCache(cache, readonly=True)
+    with store.session():
+        for key, frames in expected.items():
+            record = store.get(key)
+            assert record is not None, f"{key} not cached"
+            assert record.num_frames == frames, f"{key}: {record.num_frames} frames cached, {frames} on disk"
+            assert np.isfinite(record.landmarks).all()
+            pids[key] = record.pid
+    return pids
+
+
+def metrics_rows(report_dir: Path) -> List[Dict[str, str]]:
+    path = report_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as file:
+        return [row for row in csv.DictReader(file) if row.get("right_hand")]  # complete rows only
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def wait_for_rows(proc: subprocess.Popen, report_dir: Path, rows: int, timeout: float = 120) -> None:
+    """Wait until the running job reported ``rows`` extracted samples (each committed before reported)."""
+    deadline = time.monotonic() + timeout
+    while len(metrics_rows(report_dir)) < rows:
+        assert proc.poll() is None, f"the job ended (status {proc.returncode}) before {rows} samples were done"
+        assert time.monotonic() < deadline, f"fewer than {rows} samples done after {timeout} s"
+        time.sleep(0.05)
+
+
+def processes() -> Dict[int, List[str]]:
+    """pid -> [state, ppid, pgrp, ...] from /proc/<pid>/stat, for every process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+    return found
+
+
+def live_in_group(pgid: int) -> List[int]:
+    """Processes of a process group that still run (zombies excluded)."""
+    return [pid for pid, fields in processes().items() if int(fields[2]) == pgid and fields[0] != "Z"]
+
+
+def worker_pids(main_pid: int) -> List[int]:
+    """The job's DataLoader workers: children forked from it (same command line)."""
+    cmdline = Path(f"/proc/{main_pid}/cmdline").read_bytes()
+    children = [pid for pid, fields in processes().items() if int(fields[1]) == main_pid]
+    return [pid for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline]
+
+
+def wait_group_gone(pgid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while live_in_group(pgid):
+        assert time.monotonic() < deadline, f"processes {live_in_group(pgid)} of the job still run"
+        time.sleep(0.1)
