@@ -14,8 +14,7 @@ import pytest
 # The release layout is spelled out here on purpose instead of being taken from
 # phoenix_data.corpus.RELEASES: a wrong file name in the reader's tables must fail the tests.
 # ---------------------------------------------------------------------------------------------------
-
-from helpers import CORPUS_FIXTURES_DIR, CORPUS_LAYOUT, REPO_ROOT, corpus_csv_path  # noqa: F401
+from helpers import CORPUS_FIXTURES_DIR, CORPUS_LAYOUT, REPO_ROOT, ci_is_set, corpus_csv_path  # noqa: F401
 
 
 @pytest.fixture
@@ -57,10 +56,6 @@ def corpus_fixtures() -> Path:
     return CORPUS_FIXTURES_DIR
 
 
-def _ci_is_set() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def phoenix_real_dir() -> Path:
     """The folder of real PHOENIX files (shared/phoenix-real).
@@ -75,7 +70,7 @@ def phoenix_real_dir() -> Path:
         how = "$PHOENIX_REAL_DIR" if configured else "<repo root>/../shared/phoenix-real"
         reason = (f"real PHOENIX files not found at {path} ({how}; expected MANIFEST.txt there); "
                   "set PHOENIX_REAL_DIR to the shared/phoenix-real folder")
-        if _ci_is_set():
+        if ci_is_set():
             pytest.fail(f"CI is set but {reason}", pytrace=False)
         pytest.skip(reason)
     return path

@@ -10,10 +10,9 @@ import stat
 import lmdb
 import numpy as np
 import pytest
-
 from helpers import fake_record
-from phoenix_data.cache import (CacheError, CacheRecordError, LandmarkCache, decode_record,
-                                encode_record)
+
+from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import NUM_POINTS, part_slices
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import CORPUS_LAYOUT, corpus_csv_path, corpus_release_dir
+
 from phoenix_data.corpus import CorpusError, Sample, find_release, read_corpus, resolve_release_name
 
 MS = "phoenix-2014-multisigner"

@@ -14,9 +14,9 @@ from phoenix_data.batching import LengthBucketBatchSampler, collate_ctc
 from phoenix_data.cache import CacheError, LandmarkCache
 from phoenix_data.corpus import read_corpus
 from phoenix_data.dataset import SampleNotCached
+from phoenix_data.frames import list_frames
 from phoenix_data.holistic import ExtractionSettings, holistic_builds
 from phoenix_data.record import NUM_POINTS
-from phoenix_data.frames import list_frames
 
 RELEASE = "PHOENIX-2014-T"
 

@@ -5,10 +5,24 @@ from __future__ import annotations
 import pytest
 
 from phoenix_data import read_corpus
-from phoenix_data.evaluation import (EMPTY, EvaluationFileError, ScliteNotFound, align, clean_hypothesis,
-                                     clean_reference, clean_sentence, read_ctm, read_stm, references_from_stm,
-                                     rules_for_release, score, score_with_sclite, stm_from_samples, write_ctm,
-                                     write_stm)
+from phoenix_data.evaluation import (
+    EMPTY,
+    EvaluationFileError,
+    ScliteNotFound,
+    align,
+    clean_hypothesis,
+    clean_reference,
+    clean_sentence,
+    read_ctm,
+    read_stm,
+    references_from_stm,
+    rules_for_release,
+    score,
+    score_with_sclite,
+    stm_from_samples,
+    write_ctm,
+    write_stm,
+)
 
 STM_DIR = "phoenix2014-release/phoenix-2014-multisigner/evaluation"
 

@@ -10,7 +10,7 @@ import pytest
 from phoenix_data.evaluation import find_sclite, references_from_stm, score, score_with_sclite
 from phoenix_data.evaluation.sclite import INSTALL_HINT
 
-from conftest import _ci_is_set
+from helpers import ci_is_set
 
 STM_DIR = "phoenix2014-release/phoenix-2014-multisigner/evaluation"
 # Glosses the clean-up rewrites or drops, so that hypotheses carry them (as raw model output may).
@@ -24,7 +24,7 @@ def sclite() -> List[str]:
     command = find_sclite()
     if command is None:
         reason = f"sclite not found: {INSTALL_HINT}"
-        if _ci_is_set():
+        if ci_is_set():
             pytest.fail(f"CI is set but {reason}", pytrace=False)
         pytest.skip(reason)
     return command

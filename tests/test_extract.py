@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 from phoenix_data.holistic import ExtractionSettings, HolisticExtractor
 from phoenix_data.record import NUM_POINTS, PARTS, part_slices
-from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 
 # Every test here may run MediaPipe in the test process: keep it out of the pytest process,
 # whose later DataLoader workers a Holistic would break (see conftest).

@@ -17,9 +17,9 @@ from PIL import Image
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract import get_extractor
+from phoenix_data.frames import list_frames, read_frames_rgb
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import LandmarkRecord
-from phoenix_data.frames import list_frames, read_frames_rgb
 from phoenix_data.render import LEFT_HAND_COLOUR, RIGHT_HAND_COLOUR, TILE_GAP, render_sample
 
 HANDS = Path(__file__).resolve().parent / "fixtures" / "hands"

@@ -18,15 +18,15 @@ from typing import Dict, List
 import lmdb
 import numpy as np
 import pytest
+from helpers import fake_record
 from PIL import Image
 
-from conftest import fake_record
 from phoenix_data.cache import CacheRecordError, LandmarkCache, decode_record, encode_record
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
-from phoenix_data.record import NUM_POINTS, LandmarkRecord
 from phoenix_data.frames import list_frames
+from phoenix_data.record import NUM_POINTS, LandmarkRecord
 
 MULTI = "phoenix-2014-multisigner"
 # version 2: magic, version, frames, points, width, height, pid, seconds, key digest, crc32

@@ -16,9 +16,9 @@ from phoenix_data import PhoenixLandmarks
 from phoenix_data.cache import CacheError, LandmarkCache
 from phoenix_data.claims import claim
 from phoenix_data.corpus import read_corpus
-from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.fill import Outcome, fill_sample
 from phoenix_data.frames import list_frames, read_frames_rgb
+from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.isolated import close_helpers
 from phoenix_data.testing import FakeExtractorSettings, fake_points
 from phoenix_data.warm import WarmOptions, warm

@@ -17,17 +17,28 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
+from helpers import (
+    MULTI,
+    RUN_TIMEOUT,
+    check_records,
+    expected_frames,
+    metrics_rows,
+    raw_records,
+    read_json,
+    run_warm,
+    start_warm,
+    wait_for_rows,
+    wait_group_gone,
+    warm_cmd,
+)
 
 from phoenix_data.cache import LandmarkCache
+from phoenix_data.cli import warm_main as main
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
+from phoenix_data.frames import list_frames
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import LandmarkRecord
-from phoenix_data.frames import list_frames
-from phoenix_data.cli import warm_main as main
-
-from helpers import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records, read_json,
-                     run_warm, start_warm, wait_for_rows, wait_group_gone, warm_cmd)
 
 REPO = Path(__file__).resolve().parents[1]
 # What a user reads in metrics.csv; spelled out so that a renamed column fails here.

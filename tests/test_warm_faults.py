@@ -19,20 +19,28 @@ from typing import Iterator
 import cv2
 import numpy as np
 import pytest
+from helpers import (
+    MULTI,
+    RUN_TIMEOUT,
+    check_records,
+    ci_is_set,
+    expected_frames,
+    metrics_rows,
+    raw_records,
+    read_json,
+    run_warm,
+    start_warm,
+    wait_for_rows,
+    worker_pids,
+)
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
-from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.frames import list_frames
-from helpers import (MULTI, RUN_TIMEOUT, check_records, expected_frames, metrics_rows, raw_records,
-                       read_json, run_warm, start_warm, wait_for_rows, worker_pids)
+from phoenix_data.holistic import ExtractionSettings
 
 ALL_RELEASES = (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @contextlib.contextmanager
@@ -43,7 +51,7 @@ def small_disk(path: Path, size_kb: int) -> Iterator[Path]:
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         reason = f"cannot mount a small tmpfs to fill up ({mounted.stderr.strip()}); run as root"
-        if _ci():
+        if ci_is_set():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     try:
