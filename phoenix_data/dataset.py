@@ -20,6 +20,7 @@ from .cache import CacheRecordError, LandmarkCache
 from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractionSettings, LandmarkRecord, get_extractor
 from .frames import FramesError, list_frames, read_frames_rgb
+from .transforms.base import validity
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class PhoenixLandmarks(Dataset):
         overwrite: discard a cache built with other settings instead of raising.
 
     ``ds[i]`` is a dict: ``landmarks`` (Tensor[T, 543, 3] float32), ``confidence`` (Tensor[T, 543]),
+    ``valid`` (bool Tensor[T, 543]: the point's part was found in that frame),
     ``glosses`` (LongTensor[L] ids), ``gloss_text``, ``id``, ``signer``, ``num_frames``,
     ``translation`` (2014-T; None elsewhere).
     """
@@ -157,9 +159,12 @@ class PhoenixLandmarks(Dataset):
             return [self.num_frames(i) for i in range(len(self))]
 
     def _to_item(self, sample: Sample, record: LandmarkRecord) -> Dict:
+        landmarks = torch.from_numpy(record.landmarks).float()  # stored as float16
+        confidence = torch.from_numpy(record.confidence)
         return {
-            "landmarks": torch.from_numpy(record.landmarks).float(),  # stored as float16
-            "confidence": torch.from_numpy(record.confidence),
+            "landmarks": landmarks,
+            "confidence": confidence,
+            "valid": validity(landmarks, confidence),  # found by MediaPipe, per part and frame (transforms)
             "glosses": torch.tensor(self.vocab.encode(sample.glosses), dtype=torch.long),
             "gloss_text": " ".join(sample.glosses),
             "id": sample.id,
