@@ -202,6 +202,37 @@ def test_mirror_after_normalize_flips_about_the_shoulder_midpoint():
     assert torch.allclose(out["landmarks"][:, [LS, RS], :2].mean(dim=1), torch.zeros(2, 2), atol=1e-5)
 
 
+# --- RandomAffine -----------------------------------------------------------------------------------
+
+def distances(xy):
+    return torch.cdist(xy, xy, compute_mode="donot_use_mm_for_euclid_dist")  # exact, not |a|^2+|b|^2-2ab
+
+
+def pixel_distances(landmarks, size=(210, 260)):
+    return distances(landmarks[..., :2] * torch.tensor(size, dtype=torch.float32))
+
+
+def test_random_affine_scales_about_the_centre_and_keeps_pixel_distances_when_rotating():
+    item = real_item()
+    scaled = RandomAffine(rotation=0, scale=(2.0, 2.0), shear=0, translate=(0, 0))(copy(item))
+    found = item["valid"]
+    assert torch.allclose(scaled["landmarks"][found][:, :2], 0.5 + 2 * (item["landmarks"][found][:, :2] - 0.5),
+                          atol=1e-5)
+    assert torch.allclose(scaled["landmarks"][found][:, 2], 2 * item["landmarks"][found][:, 2], atol=1e-6)
+    rotate = dict(rotation=30, scale=(1.0, 1.0), shear=0, translate=(0, 0), seed=5)
+    pose = S["pose"]
+    before = pixel_distances(item["landmarks"][:, pose])
+    in_pixels = RandomAffine(image_size=(210, 260), **rotate)(copy(item))
+    assert torch.allclose(pixel_distances(in_pixels["landmarks"][:, pose]), before, atol=1e-3)
+    in_units = RandomAffine(**rotate)(copy(item))  # x and y normalised to different lengths: distorts
+    assert not torch.allclose(pixel_distances(in_units["landmarks"][:, pose]), before, atol=0.5)
+    normalized = Normalize(image_size=(210, 260))(copy(item))
+    turned = RandomAffine(image_size=(210, 260), **rotate)(copy(normalized))  # already isotropic
+    assert torch.allclose(distances(turned["landmarks"][:, pose, :2]), distances(normalized["landmarks"][:, pose, :2]),
+                          atol=1e-4)
+    assert_missing_stay_zero(in_pixels)
+
+
 # --- Normalize ---------------------------------------------------------------------------------------
 
 def shoulder_midpoint_and_width(item):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .base import (Item, RandomTransform, Transform, columns_of, ensure_masks, has_value, layout_points,
-                   require_xyz, select_columns, select_points, uniform, zero_missing_)
+                   require_xyz, select_columns, select_points, zero_missing_)
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,18 @@ class Normalize(Transform):
     def _params(self) -> Dict[str, object]:
         return {"mode": self.mode, **({"image_size": self.image_size} if self.image_size else {})}
 
-    def shoulders(self, item: Item) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Midpoints (Tensor[T, 2]), widths (Tensor[T]) and usable (bool Tensor[T]), in the measuring unit."""
+    def shoulders(self, item: Item) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Midpoints (float64 [T, 2]), widths ([T]) and usable (bool [T]), in the measuring unit.
+
+        In numpy: these are tiny arrays, on which each torch call costs more than the arithmetic.
+        """
         cols = columns_of(item, [POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER], "Normalize")
-        xy = select_points(item["landmarks"], cols)[..., :2] * self._scale  # [T, 2, 2]
-        present = select_columns(has_value(item), cols).all(dim=1)
-        width = (xy[:, 0] - xy[:, 1]).norm(dim=-1)
-        usable = present & (width > MIN_SHOULDER_WIDTH * float(self._scale.mean()))
-        return xy.mean(dim=1), width, usable
+        scale = self._scale.numpy().astype(np.float64)
+        xy = select_points(item["landmarks"], cols)[..., :2].numpy() * scale  # [T, 2, 2]
+        present = select_columns(has_value(item), cols).numpy().all(axis=1)
+        width = np.hypot(*(xy[:, 0] - xy[:, 1]).T)
+        usable = present & (width > MIN_SHOULDER_WIDTH * scale.mean())
+        return xy.mean(axis=1), width, usable
 
     def __call__(self, item: Item) -> Item:
         ensure_masks(item)
@@ -72,21 +76,22 @@ class Normalize(Transform):
         if item.get("coords") == "shoulders":
             raise ValueError("Normalize applied to an item that is already normalised; use it once.")
         mid, width, usable = self.shoulders(item)
-        if not bool(usable.any()):
+        if not usable.any():
             log.warning("Normalize: sample %r has no frame with both shoulders found; left in image coordinates.",
                         item.get("id"))
             return item
-        weight = usable.float() / usable.sum()
-        clip_mid, clip_width = weight @ mid, weight @ width  # means over the usable frames
+        clip_mid, clip_width = mid[usable].mean(axis=0), width[usable].mean()
         if self.mode == "clip":
-            mid, width = clip_mid.expand_as(mid), clip_width.expand_as(width)
+            mid, width = np.broadcast_to(clip_mid, mid.shape), np.broadcast_to(clip_width, width.shape)
         else:
-            mid = torch.where(usable[:, None], mid, clip_mid)
-            width = torch.where(usable, width, clip_width)
+            mid = np.where(usable[:, None], mid, clip_mid)
+            width = np.where(usable, width, clip_width)
         # x' = (x * px - mid_x) / w, y' likewise, z' = z * px_x / w: one multiply-add per frame
-        scale = torch.cat([self._scale, self._scale[:1]])[None, :] / width[:, None]  # [T, 3]
-        shift = torch.cat([mid, torch.zeros_like(mid[:, :1])], dim=1) / width[:, None]  # [T, 3]
-        item["landmarks"] = torch.addcmul(-shift[:, None], item["landmarks"], scale[:, None])
+        pixels = self._scale.numpy()
+        scale = np.concatenate([pixels, pixels[:1]])[None, :] / width[:, None]  # [T, 3]
+        shift = np.concatenate([mid, np.zeros_like(mid[:, :1])], axis=1) / width[:, None]  # [T, 3]
+        scale, shift = (torch.from_numpy(a.astype(np.float32))[:, None] for a in (scale, shift))
+        item["landmarks"] = torch.addcmul(-shift, item["landmarks"], scale)
         item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
         return zero_missing_(item)
 
@@ -149,11 +154,12 @@ class RandomAffine(RandomTransform):
                 **({"image_size": self.image_size} if self.image_size else {}), **super()._params()}
 
     def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, float, torch.Tensor]:
-        """The 2x2 linear part, the scale factor and the shift (Tensor[2])."""
-        angle = math.radians(uniform(generator, -self.rotation, self.rotation))
-        shear = math.radians(uniform(generator, -self.shear, self.shear))
-        factor = uniform(generator, *self.scale)
-        shift = torch.tensor([uniform(generator, -t, t) for t in self.translate])
+        """The 2x2 linear part, the scale factor and the shift (Tensor[2]), from one call to the generator."""
+        u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
+        angle = math.radians(self.rotation * (2 * u[0] - 1))
+        shear = math.radians(self.shear * (2 * u[1] - 1))
+        factor = self.scale[0] + (self.scale[1] - self.scale[0]) * u[2]
+        shift = torch.tensor([t * (2 * v - 1) for t, v in zip(self.translate, u[3:])])
         rotate = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
         skew = torch.tensor([[1.0, math.tan(shear)], [0.0, 1.0]])
         return factor * rotate @ skew, factor, shift
