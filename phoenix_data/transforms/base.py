@@ -78,7 +78,6 @@ def select_points(landmarks: torch.Tensor, columns: torch.Tensor) -> torch.Tenso
     frames, _, channels = landmarks.shape
     flat = (columns[:, None] * channels + torch.arange(channels)).view(-1)
     return landmarks.reshape(frames, -1).index_select(1, flat).view(frames, len(columns), channels)
-    return item
 
 
 def has_value(item: Item) -> torch.Tensor:
@@ -93,14 +92,6 @@ def zero_missing_(item: Item) -> Item:
     missing = (~has_value(item)).reshape(-1).nonzero().squeeze(1)
     landmarks.view(-1, landmarks.shape[-1]).index_fill_(0, missing, 0.0)
     item["landmarks"] = landmarks
-    return item
-
-
-def rezero(item: Item) -> Item:
-    """Points without a value back to exactly zero with confidence 0 (after arithmetic that moved them)."""
-    missing = ~has_value(item)
-    item["landmarks"] = item["landmarks"].masked_fill(missing[..., None], 0.0)
-    item["confidence"] = item["confidence"].masked_fill(missing, 0.0)
     return item
 
 
