@@ -7,11 +7,14 @@ from typing import Dict, Iterator, List, Sequence
 import torch
 from torch.utils.data import Sampler
 
+MASKS = ("valid", "imputed")  # per point and frame, padded with False
+
 
 def collate_ctc(items: Sequence[Dict]) -> Dict:
     """Batch dataset items for ``torch.nn.CTCLoss``.
 
-    Returns ``landmarks`` (Tensor[B, T_max, N, 3], zero-padded), ``confidence`` (Tensor[B, T_max, N]),
+    Returns ``landmarks`` (Tensor[B, T_max, N, C], zero-padded), ``confidence`` (Tensor[B, T_max, N]),
+    the masks ``valid`` and ``imputed`` (bool Tensor[B, T_max, N], False in padding) where the items have them,
     ``lengths`` (LongTensor[B], frames), ``targets`` (LongTensor[sum of target lengths], concatenated
     gloss ids), ``target_lengths`` (LongTensor[B]), and per-sample lists ``id``, ``signer``,
     ``gloss_text``, ``translation``.
@@ -24,13 +27,17 @@ def collate_ctc(items: Sequence[Dict]) -> Dict:
     first = items[0]["landmarks"]
     landmarks = first.new_zeros((len(items), t_max) + tuple(first.shape[1:]))
     confidence = items[0]["confidence"].new_zeros((len(items), t_max) + tuple(first.shape[1:2]))
+    masks = {key: torch.zeros(confidence.shape, dtype=torch.bool) for key in MASKS if key in items[0]}
     for b, (item, length) in enumerate(zip(items, lengths.tolist())):
         landmarks[b, :length] = item["landmarks"]
         confidence[b, :length] = item["confidence"]
+        for key, mask in masks.items():
+            mask[b, :length] = item[key]
     targets = [torch.as_tensor(item["glosses"], dtype=torch.long) for item in items]
     return {
         "landmarks": landmarks,
         "confidence": confidence,
+        **masks,
         "lengths": lengths,
         "targets": torch.cat(targets),
         "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long),

@@ -21,6 +21,7 @@ from .holistic import ExtractionSettings
 from .record import LandmarkRecord
 from .fill import fetch_or_extract
 from .frames import FramesError, list_frames
+from .transforms.base import validity
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class PhoenixLandmarks(Dataset):
         overwrite: discard a cache built with other settings instead of raising.
 
     ``ds[i]`` is a dict: ``landmarks`` (Tensor[T, 543, 3] float32), ``confidence`` (Tensor[T, 543]),
+    ``valid`` (bool Tensor[T, 543]: the point's part was found in that frame),
     ``glosses`` (LongTensor[L] ids), ``gloss_text``, ``id``, ``signer``, ``num_frames``,
     ``translation`` (2014-T; None elsewhere).
     """
@@ -113,9 +115,12 @@ class PhoenixLandmarks(Dataset):
             return [self.num_frames(i) for i in range(len(self))]
 
     def _to_item(self, sample: Sample, record: LandmarkRecord) -> Dict:
+        landmarks = torch.from_numpy(record.landmarks).float()  # stored as float16
+        confidence = torch.from_numpy(record.confidence)
         return {
-            "landmarks": torch.from_numpy(record.landmarks).float(),  # stored as float16
-            "confidence": torch.from_numpy(record.confidence),
+            "landmarks": landmarks,
+            "confidence": confidence,
+            "valid": validity(landmarks, confidence),  # found by MediaPipe, per part and frame (transforms)
             "glosses": torch.tensor(self.vocab.encode(sample.glosses), dtype=torch.long),
             "gloss_text": " ".join(sample.glosses),
             "id": sample.id,

@@ -1,0 +1,185 @@
+"""Geometric transforms: Normalize (shoulders), Mirror, RandomAffine. Points without a value stay exactly zero."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .base import (Item, RandomTransform, Transform, columns_of, ensure_masks, has_value, layout_points,
+                   require_xyz, select_columns, select_points, zero_missing_)
+from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
+
+log = logging.getLogger(__name__)
+
+# Shoulders closer than this (in image-size units; ~0.2 px on PHOENIX's 210x260 frames) are not a scale.
+MIN_SHOULDER_WIDTH = 1e-3
+IMAGE_CENTRE = 0.5
+MODES = ("frame", "clip")
+
+
+def _pixel_scale(image_size: Optional[Tuple[int, int]]) -> torch.Tensor:
+    """Tensor[2]: pixels per unit of x and y (ones when no image size is given)."""
+    if image_size is None:
+        return torch.ones(2)
+    width, height = image_size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image_size={image_size!r}; expected (width, height) in pixels, e.g. (210, 260).")
+    return torch.tensor([float(width), float(height)])
+
+
+def _centre(item: Item) -> float:
+    """The x (and y) of the picture's centre in the item's coordinates: 0.5 in image units, 0 after Normalize."""
+    return 0.0 if item.get("coords") == "shoulders" else IMAGE_CENTRE
+
+
+class Normalize(Transform):
+    """Centre on the shoulder midpoint and scale by the shoulder width (pose points 11 and 12).
+
+    ``mode="frame"``: each frame by its own shoulders; frames where a shoulder has no value (or the
+    shoulders are closer than ``MIN_SHOULDER_WIDTH``) use the clip's value, the mean over the frames that
+    have both. ``mode="clip"``: every frame by the clip's value. A clip with no usable shoulders at all is
+    returned unchanged (still in image coordinates) with a logged warning: never a division by ~0.
+    ``image_size=(210, 260)``: measure in pixels, so x and y get the same unit (x and y are normalised to
+    width and height, which differ); otherwise in image units. z is divided by the same width (in pixels:
+    z is in image-width units, as MediaPipe gives it). Missing points stay zero.
+    """
+
+    def __init__(self, mode: str = "frame", image_size: Optional[Tuple[int, int]] = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Normalize mode={mode!r}; expected one of {', '.join(map(repr, MODES))}.")
+        self.mode = mode
+        self.image_size = None if image_size is None else tuple(image_size)
+        self._scale = _pixel_scale(self.image_size)
+
+    def _params(self) -> Dict[str, object]:
+        return {"mode": self.mode, **({"image_size": self.image_size} if self.image_size else {})}
+
+    def shoulders(self, item: Item) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Midpoints (float64 [T, 2]), widths ([T]) and usable (bool [T]), in the measuring unit.
+
+        In numpy: these are tiny arrays, on which each torch call costs more than the arithmetic.
+        """
+        cols = columns_of(item, [POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER], "Normalize")
+        scale = self._scale.numpy().astype(np.float64)
+        xy = select_points(item["landmarks"], cols)[..., :2].numpy() * scale  # [T, 2, 2]
+        present = select_columns(has_value(item), cols).numpy().all(axis=1)
+        width = np.hypot(*(xy[:, 0] - xy[:, 1]).T)
+        usable = present & (width > MIN_SHOULDER_WIDTH * scale.mean())
+        return xy.mean(axis=1), width, usable
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        require_xyz(item, "Normalize")
+        if item.get("coords") == "shoulders":
+            raise ValueError("Normalize applied to an item that is already normalised; use it once.")
+        mid, width, usable = self.shoulders(item)
+        if not usable.any():
+            log.warning("Normalize: sample %r has no frame with both shoulders found; left in image coordinates.",
+                        item.get("id"))
+            return item
+        clip_mid, clip_width = mid[usable].mean(axis=0), width[usable].mean()
+        if self.mode == "clip":
+            mid, width = np.broadcast_to(clip_mid, mid.shape), np.broadcast_to(clip_width, width.shape)
+        else:
+            mid = np.where(usable[:, None], mid, clip_mid)
+            width = np.where(usable, width, clip_width)
+        # x' = (x * px - mid_x) / w, y' likewise, z' = z * px_x / w: one multiply-add per frame
+        pixels = self._scale.numpy()
+        scale = np.concatenate([pixels, pixels[:1]])[None, :] / width[:, None]  # [T, 3]
+        shift = np.concatenate([mid, np.zeros_like(mid[:, :1])], axis=1) / width[:, None]  # [T, 3]
+        scale, shift = (torch.from_numpy(a.astype(np.float32))[:, None] for a in (scale, shift))
+        item["landmarks"] = torch.addcmul(-shift, item["landmarks"], scale)
+        item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
+        return zero_missing_(item)
+
+
+class Mirror(RandomTransform):
+    """With probability ``p``, mirror the picture horizontally: x -> 2c - x (c = 0.5 in image coordinates,
+    0 after Normalize), with the hands swapped, the pose's left/right points swapped and the face mesh
+    re-indexed by its mirror map (``points.FACE_MIRROR_PAIRS``). Masks and confidence move with their
+    points; missing points stay zero. Sets ``item["mirrored"]``.
+    """
+
+    def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
+        super().__init__(seed)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Mirror p={p!r}; expected a probability in [0, 1].")
+        self.p = p
+
+    def _params(self) -> Dict[str, object]:
+        return {"p": self.p, **super()._params()}
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        require_xyz(item, "Mirror")
+        if float(torch.rand((), generator=self.generator(item))) >= self.p:
+            item.setdefault("mirrored", False)
+            return item
+        partners = mirror_ids(layout_points(item))
+        columns = partners if "point_ids" not in item else columns_of(
+            item, partners[item["point_ids"]].tolist(), "Mirror (its left/right partners)")
+        take_points(item, columns)  # copies: the flip below may write in place
+        centre = _centre(item)
+        item["landmarks"][..., 0].neg_().add_(2 * centre)  # x -> 2c - x
+        item["mirrored"] = not item.get("mirrored", False)
+        return zero_missing_(item) if centre != 0 else item  # with c = 0, zeros stay zero
+
+
+class RandomAffine(RandomTransform):
+    """One random affine map per sample, the same for all frames: rotation, scale, shear, translation.
+
+    Angles in degrees drawn from [-rotation, rotation] and [-shear, shear] (x-shear), the scale from
+    ``scale``, the shift from [-t, t] per axis (in the item's units). It turns about the picture's centre
+    (0.5, 0.5), or the shoulder midpoint after Normalize. ``image_size=(210, 260)``: rotate and shear in
+    pixels (x and y normalised to different lengths), unless Normalize already made them isotropic.
+    z is multiplied by the scale. Missing points stay zero.
+    """
+
+    def __init__(self, rotation: float = 10.0, scale: Tuple[float, float] = (0.9, 1.1), shear: float = 5.0,
+                 translate: Tuple[float, float] = (0.05, 0.05), image_size: Optional[Tuple[int, int]] = None,
+                 seed: Optional[int] = None) -> None:
+        super().__init__(seed)
+        if scale[0] <= 0 or scale[1] < scale[0]:
+            raise ValueError(f"RandomAffine scale={scale!r}; expected (low, high) with 0 < low <= high.")
+        self.rotation, self.scale, self.shear = float(rotation), tuple(scale), float(shear)
+        self.translate = tuple(translate)
+        self.image_size = None if image_size is None else tuple(image_size)
+        self._pixels = _pixel_scale(self.image_size)
+
+    def _params(self) -> Dict[str, object]:
+        return {"rotation": self.rotation, "scale": self.scale, "shear": self.shear, "translate": self.translate,
+                **({"image_size": self.image_size} if self.image_size else {}), **super()._params()}
+
+    def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, float, torch.Tensor]:
+        """The 2x2 linear part, the scale factor and the shift (Tensor[2]), from one call to the generator."""
+        u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
+        angle = math.radians(self.rotation * (2 * u[0] - 1))
+        shear = math.radians(self.shear * (2 * u[1] - 1))
+        factor = self.scale[0] + (self.scale[1] - self.scale[0]) * u[2]
+        shift = torch.tensor([t * (2 * v - 1) for t, v in zip(self.translate, u[3:])])
+        rotate = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        skew = torch.tensor([[1.0, math.tan(shear)], [0.0, 1.0]])
+        return factor * rotate @ skew, factor, shift
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        require_xyz(item, "RandomAffine")
+        linear, factor, shift = self.draw(self.generator(item))
+        pixels = torch.ones(2) if item.get("isotropic") else self._pixels
+        centre = torch.full((2,), _centre(item))
+        # in pixels about the centre, then back: p' = M (p - c) + c + t with M = P^-1 L P
+        matrix = np.zeros((3, 3), np.float32)
+        matrix[:2, :2] = (linear * pixels[None, :] / pixels[:, None]).numpy()
+        matrix[2, 2] = factor
+        offset = np.zeros(3, np.float32)
+        offset[:2] = (centre + shift).numpy() - matrix[:2, :2] @ centre.numpy()
+        points = item["landmarks"].contiguous().numpy()
+        frames, count, channels = points.shape
+        # numpy's [T*N, 3] x [3, 3] product is ~3x faster than torch's here; the offset is added as one row
+        # of N * 3 values (a same-shape add; broadcasting over the 3 channels is ~5x slower)
+        moved = (points.reshape(-1, channels) @ matrix.T).reshape(frames, count * channels) + np.tile(offset, count)
+        item["landmarks"] = torch.from_numpy(moved.reshape(frames, count, channels))
+        return zero_missing_(item)

@@ -1,0 +1,173 @@
+"""Transforms along time: FillGaps, TimeWarp, FrameDropout, Velocity. Masks follow every frame they move."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..record import PARTS
+from .base import (Item, RandomTransform, Transform, ensure_masks, has_value, layout_points, part_slices,
+                   point_ids, require_xyz, uniform)
+
+PER_FRAME_KEYS = ("landmarks", "confidence", "valid", "imputed")
+HANDS = ("left_hand", "right_hand")
+
+
+def take_frames(item: Item, index: torch.Tensor) -> Item:
+    """The item at frames ``index`` (LongTensor[T']): landmarks, confidence and masks alike."""
+    for key in PER_FRAME_KEYS:
+        item[key] = item[key].index_select(0, index)
+    item["num_frames"] = int(index.shape[0])
+    return item
+
+
+def gap_bounds(found: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For bool Tensor[T, P]: the last found frame at or before each frame (-1: none) and the first at or
+    after it (T: none), both LongTensor[T, P]."""
+    frames = found.shape[0]
+    t = torch.arange(frames)[:, None].expand_as(found)
+    before = torch.where(found, t, torch.full_like(t, -1)).cummax(dim=0).values
+    after = torch.where(found, t, torch.full_like(t, frames)).flip(0).cummin(dim=0).values.flip(0)
+    return before, after
+
+
+class FillGaps(Transform):
+    """Linear interpolation of points of ``parts`` missing for at most ``max_gap`` consecutive frames
+    between two frames where they were found. Longer gaps and gaps at either end stay missing (zero,
+    confidence 0). Filled points get ``imputed`` True (``valid`` stays False) and confidence 0: the value
+    is made up, MediaPipe gave no confidence for it. Only found points serve as ends of a gap.
+    """
+
+    def __init__(self, max_gap: int = 3, parts: Sequence[str] = HANDS) -> None:
+        if max_gap < 1:
+            raise ValueError(f"FillGaps max_gap={max_gap!r}; expected at least 1 frame.")
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown or not parts:
+            raise ValueError(f"FillGaps parts={tuple(parts)!r}; expected some of {', '.join(PARTS)}.")
+        self.max_gap, self.parts = int(max_gap), tuple(parts)
+
+    def _params(self) -> Dict[str, object]:
+        return {"max_gap": self.max_gap, "parts": self.parts}
+
+    def columns(self, item: Item) -> torch.Tensor:
+        """Columns of the item that belong to ``parts``."""
+        slices = part_slices(layout_points(item))
+        ids = point_ids(item)
+        inside = torch.zeros_like(ids, dtype=torch.bool)
+        for part in self.parts:
+            inside |= (ids >= slices[part].start) & (ids < slices[part].stop)
+        return inside.nonzero().flatten()
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        require_xyz(item, "FillGaps")
+        cols = self.columns(item)
+        found = item["valid"][:, cols]
+        before, after = gap_bounds(found)
+        fill = ~found & ~item["imputed"][:, cols] & (before >= 0) & (after < found.shape[0])
+        fill &= (after - before - 1) <= self.max_gap
+        if not bool(fill.any()):
+            return item
+        points = item["landmarks"][:, cols]
+        channels = points.shape[-1]
+        start = points.gather(0, before.clamp(min=0)[..., None].expand(-1, -1, channels))
+        end = points.gather(0, after.clamp(max=found.shape[0] - 1)[..., None].expand(-1, -1, channels))
+        t = torch.arange(found.shape[0])[:, None]
+        weight = ((t - before).float() / (after - before).clamp(min=1).float())[..., None]
+        landmarks = item["landmarks"].clone()
+        landmarks[:, cols] = torch.where(fill[..., None], start + (end - start) * weight, points)
+        imputed = item["imputed"].clone()
+        imputed[:, cols] |= fill
+        item["landmarks"], item["imputed"] = landmarks, imputed
+        return item
+
+
+class TimeWarp(RandomTransform):
+    """Resample time at a speed drawn from ``speed`` (a range, or one value): T frames become
+    round(T / speed), frame j taken at source time j * speed. Coordinates and confidence are linearly
+    interpolated between the two source frames where both have a value, else taken from the nearest one;
+    masks are nearest-neighbour (a time halfway between two frames takes the later one). Speed 1 is the
+    identity. Missing points stay zero.
+    """
+
+    def __init__(self, speed: Union[float, Tuple[float, float]] = (0.8, 1.25), seed: Optional[int] = None) -> None:
+        super().__init__(seed)
+        low, high = (speed, speed) if isinstance(speed, (int, float)) else speed
+        if low <= 0 or high < low:
+            raise ValueError(f"TimeWarp speed={speed!r}; expected a value > 0 or (low, high), 0 < low <= high.")
+        self.speed = (float(low), float(high))
+
+    def _params(self) -> Dict[str, object]:
+        return {"speed": self.speed, **super()._params()}
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        frames = item["landmarks"].shape[0]
+        speed = uniform(self.generator(item), *self.speed)
+        if frames == 0:
+            return item
+        # the time indices in numpy: small arrays, where each torch call costs more than its arithmetic
+        source = np.minimum(np.arange(max(1, round(frames / speed))) * speed, frames - 1)
+        first_np = np.floor(source).astype(np.int64)
+        fraction = (source - first_np).astype(np.float32)[:, None]  # [T', 1]
+        first, second = torch.from_numpy(first_np), torch.from_numpy(np.minimum(first_np + 1, frames - 1))
+        weight = torch.from_numpy(fraction)
+        later = torch.from_numpy(fraction >= 0.5)  # the nearest source frame is `second` (halves go up)
+        present = has_value(item)
+        both = present.index_select(0, first) & present.index_select(0, second)
+        # where not both ends have a value, weight 0 or 1 picks the nearest frame (zero where it has none);
+        # torch.lerp is exact at weights 0 and 1
+        weight = torch.where(both, weight, later.float())  # [T', N]
+        interpolated = {key: torch.lerp(item[key].index_select(0, first), item[key].index_select(0, second), w)
+                        for key, w in (("landmarks", weight[..., None]), ("confidence", weight))}
+        take_frames(item, torch.where(later[:, 0], second, first))
+        item.update(interpolated)
+        return item
+
+
+class FrameDropout(RandomTransform):
+    """Drop each frame with probability ``p`` (the sequence gets shorter), keeping at least ``min_frames``.
+
+    Mind CTC: a sequence must stay at least as long as its target (plus repeats); ``min_frames`` guards
+    the extreme only.
+    """
+
+    def __init__(self, p: float = 0.1, min_frames: int = 1, seed: Optional[int] = None) -> None:
+        super().__init__(seed)
+        if not 0.0 <= p < 1.0 or min_frames < 1:
+            raise ValueError(f"FrameDropout p={p!r}, min_frames={min_frames!r}; expected 0 <= p < 1, min_frames >= 1.")
+        self.p, self.min_frames = float(p), int(min_frames)
+
+    def _params(self) -> Dict[str, object]:
+        return {"p": self.p, "min_frames": self.min_frames, **super()._params()}
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        frames = item["landmarks"].shape[0]
+        generator = self.generator(item)
+        keep = torch.rand(frames, generator=generator) >= self.p
+        short = min(self.min_frames, frames) - int(keep.sum())
+        if short > 0:  # put back random dropped frames
+            dropped = (~keep).nonzero().flatten()
+            keep[dropped[torch.randperm(len(dropped), generator=generator)[:short]]] = True
+        return take_frames(item, keep.nonzero().flatten())
+
+
+class Velocity(Transform):
+    """Append first differences: landmarks become Tensor[T, N, 6] (x, y, z, dx, dy, dz), with
+    d[t] = p[t] - p[t-1], zero at t = 0 and wherever either frame has no value at that point.
+    Put it last: the geometric transforms refuse 6 channels.
+    """
+
+    def __call__(self, item: Item) -> Item:
+        ensure_masks(item)
+        require_xyz(item, "Velocity")
+        landmarks = item["landmarks"]
+        present = has_value(item)
+        delta = torch.zeros_like(landmarks)
+        delta[1:] = landmarks[1:] - landmarks[:-1]
+        both = torch.zeros_like(present)
+        both[1:] = present[1:] & present[:-1]
+        item["landmarks"] = torch.cat([landmarks, delta.masked_fill(~both[..., None], 0.0)], dim=-1)
+        return item
