@@ -11,9 +11,8 @@ from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 from phoenix_data.holistic import ExtractionSettings, HolisticExtractor
 from phoenix_data.record import NUM_POINTS, PARTS, part_slices
 
-# Every test here may run MediaPipe in the test process: keep it out of the pytest process,
-# whose later DataLoader workers a Holistic would break (see conftest).
-pytestmark = pytest.mark.in_child
+# Tests that run MediaPipe in the test process carry in_child: their body runs in a forked child,
+# so that no Holistic stays in the pytest process, whose later DataLoader workers it would break.
 
 # Max |x, y| difference (share of the image size, ~1.3 px at 260 px) between our extraction and
 # plain MediaPipe on the same RGB frames. Feeding BGR moves pose points by ~0.09 and face points by
@@ -42,6 +41,7 @@ def extract_real(frames_dir):
     return HolisticExtractor(ExtractionSettings()).extract(read_frames_rgb(list_frames(frames_dir)))
 
 
+@pytest.mark.in_child
 def test_real_frames_layout_and_parts(real_frames_dir):
     rec = extract_real(real_frames_dir)
     assert rec.landmarks.shape == (2, NUM_POINTS, 3) and rec.landmarks.dtype == np.float32
@@ -61,6 +61,7 @@ def test_real_frames_layout_and_parts(real_frames_dir):
     assert 0.25 < face[..., 0].mean() < 0.75 and 0.05 < face[..., 1].mean() < 0.5
 
 
+@pytest.mark.in_child
 @pytest.mark.parametrize("to_rgb, should_match", [(True, True), (False, False)])
 def test_matches_plain_mediapipe_on_rgb_and_not_on_bgr(real_frames_dir, to_rgb, should_match):
     real_record = extract_real(real_frames_dir)
@@ -73,6 +74,7 @@ def test_matches_plain_mediapipe_on_rgb_and_not_on_bgr(real_frames_dir, to_rgb, 
     assert (worst < TOLERANCE) == should_match, f"max |dxy| = {worst:.4f}"
 
 
+@pytest.mark.in_child
 def test_reset_between_videos(demo_tree, real_frames_dir):
     """With tracking, a video's landmarks must not depend on the video extracted before it."""
     from phoenix_data.corpus import read_corpus
@@ -86,6 +88,7 @@ def test_reset_between_videos(demo_tree, real_frames_dir):
     assert np.abs(after_other.landmarks - fresh.landmarks).max() < 1e-4
 
 
+@pytest.mark.in_child
 def test_frames_go_in_as_rgb_in_time_order(tmp_path, real_frames_dir):
     frames = list_frames(real_frames_dir)
     (tmp_path / "notes.txt").write_text("not a frame")
@@ -122,6 +125,7 @@ def test_settings_fingerprint_and_validation():
     assert set(base.identity()) == {"settings", "mediapipe", "schema"}
 
 
+@pytest.mark.in_child  # would build a Holistic if the check let it through
 @pytest.mark.parametrize("complexity", [0, 2])
 def test_downloading_complexities_are_refused(complexity):
     settings = ExtractionSettings(model_complexity=complexity)

@@ -82,3 +82,15 @@ def test_a_claim_held_by_another_process_defers_then_frees_on_exit(demo_tree, tm
     assert fill_sample(cache, sample, FAKE, wait=5).outcome == Outcome.EXTRACTED
     assert fill_sample(cache, sample, FAKE).outcome == Outcome.CACHED
     assert cache.extracted_by(sample.key) not in (None, os.getpid())
+
+
+def test_torch_still_has_the_iterator_shutdown_the_warm_up_calls(tmp_path):
+    """The warm-up stops its workers with the iterator's ``_shutdown_workers`` (torch's own clean-up):
+    pinned here, so that a torch release without it fails a test instead of leaving workers behind."""
+    loader = DataLoader(list(range(8)), batch_size=None, num_workers=2)
+    batches = iter(loader)
+    next(batches)
+    workers = list(batches._workers)
+    assert all(w.is_alive() for w in workers)
+    batches._shutdown_workers()
+    assert not any(w.is_alive() for w in workers)
