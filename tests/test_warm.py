@@ -69,7 +69,7 @@ def test_demo_run_fills_the_cache(first_run):
     check_records(cache, expected)
     assert set(raw_records(cache)) == set(expected)  # one release, one split: nothing else
     assert f"Cache:     {cache}" in proc.stdout_text
-    assert f"Demo tree: {first_run['demo_dir']}" in proc.stdout_text
+    assert f"Demo tree: {first_run['demo']}" in proc.stdout_text
     assert proc.stdout_text.startswith("Warm-up done: 3 samples: 3 extracted, 0 already cached, 0 failed")
 
 
