@@ -64,8 +64,8 @@ def warm_with_sampling(root: Path, work: Path, workers: int, tag: str) -> dict:
     cache, reports = work / f"cache-{tag}", work / f"reports-{tag}"
     for path in (cache, reports):
         shutil.rmtree(path, ignore_errors=True)
-    cmd = [sys.executable, "-m", "phoenix_data.warm", "--root", str(root), "--cache", str(cache), "--split", C.SPLIT, "--release",
-           C.RELEASE, "--workers", str(workers), "--report-dir", str(reports), "--heartbeat", "600"]
+    cmd = [sys.executable, "-m", "phoenix_data.warm", "--root", str(root), "--cache", str(cache), "--split", C.SPLIT,
+           "--release", C.RELEASE, "--workers", str(workers), "--report-dir", str(reports), "--heartbeat", "600"]
     load = C.load1()
     log = work / f"warm-{tag}.log"
     with open(log, "w") as stderr:

@@ -3,6 +3,8 @@
 ``read_corpus`` and the corpus records import without torch; the torch-facing names
 (``PhoenixLandmarks``, ``collate_ctc``, ...) load on first use.
 """
+import importlib
+
 from .corpus import RELEASES, SPLITS, CorpusError, Sample, find_release, read_corpus
 from .frames import FramesError, list_frames
 
@@ -21,11 +23,9 @@ _LAZY = {
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'phoenix_data' has no attribute {name!r}")
 
 
 __all__ = ["RELEASES", "SPLITS", "CorpusError", "FramesError", "Sample", "find_release",
-           "list_frames", "read_corpus", *_LAZY]
+           "list_frames", "read_corpus"] + list(_LAZY)

@@ -27,14 +27,24 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 import lmdb
+
 from .extract import ExtractorSettings
 from .holistic import ExtractionSettings
-from .lmdb_env import (TABLES, CacheSpaceError, close_process_handles, ensure_space, follow_growth,
-                       has_process_handle, inode, lmdb_reason, process_handle)
+from .lmdb_env import (
+    TABLES,
+    CacheSpaceError,
+    close_process_handles,
+    ensure_space,
+    follow_growth,
+    has_process_handle,
+    inode,
+    lmdb_reason,
+    process_handle,
+)
 from .record import CacheError, CacheRecordError, LandmarkRecord, decode_header, decode_record, encode_record
 
-__all__ = ["CacheError", "CacheRecordError", "CacheSpaceError", "LandmarkCache", "db_key", "decode_header", "decode_record",
-           "encode_record"]
+__all__ = ["CacheError", "CacheRecordError", "CacheSpaceError", "LandmarkCache", "db_key", "decode_header",
+           "decode_record", "encode_record"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +108,8 @@ class LandmarkCache:
     def _reading(self, name: bytes, buffers: bool = False) -> Iterator[lmdb.Transaction]:
         """A read transaction on table ``name``; buffers=True gives zero-copy memoryviews."""
         db, env = self._db(name), self._env()
-        txn = follow_growth(env, lambda: env.begin(db=db, buffers=buffers))
+        # py-lmdb's stub overloads begin() on buffers=Literal[False] / Literal[True] only, with no plain bool
+        txn = follow_growth(env, lambda: env.begin(db=db, buffers=buffers))  # type: ignore[call-overload]
         try:
             yield txn
         finally:

@@ -128,7 +128,7 @@ def _subfolders(folder: Path) -> List[Path]:
     folder (a split's frame folder holds thousands: never walked)."""
     try:
         with os.scandir(folder) as entries:
-            names = []
+            names: List[str] = []
             for entry in entries:
                 if len(names) > MAX_SCANNED_SUBFOLDERS:
                     return []
@@ -227,7 +227,8 @@ def read_release_split(rel: Release, split: str) -> List[Sample]:
     if header != rel.layout.header:
         raise CorpusError(f"{path}:1: unknown header {'|'.join(header)!r}; "
                           f"expected {'|'.join(rel.layout.header)!r} for {rel.name}.")
-    samples, lines_of = [], {}  # id -> its line
+    samples: List[Sample] = []
+    lines_of: Dict[str, int] = {}  # id -> its line
     for row in reader:
         if not row:
             continue  # a trailing blank line

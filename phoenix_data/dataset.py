@@ -17,10 +17,10 @@ from torch.utils.data import Dataset
 from .cache import LandmarkCache
 from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractorSettings
-from .holistic import ExtractionSettings
-from .record import LandmarkRecord
 from .fill import fetch_or_extract
 from .frames import FramesError, list_frames
+from .holistic import ExtractionSettings
+from .record import LandmarkRecord
 from .transforms.base import validity
 from .vocab import Vocabulary
 

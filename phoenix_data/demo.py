@@ -151,7 +151,7 @@ def _check_out_dir(out: Path) -> None:
 
 def base_image() -> np.ndarray:
     """The demo photo cropped to the frame's aspect and resized: ``uint8[260, 210, 3]``, BGR."""
-    import matplotlib.cbook  # lazily: only the demo needs matplotlib
+    import matplotlib.cbook  # noqa: PLC0415 - lazily: only the demo needs matplotlib
 
     path = matplotlib.cbook.get_sample_data(PHOTO, asfileobj=False)
     photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -173,7 +173,7 @@ def demo_frame(base: np.ndarray, sample_number: int, t: int) -> np.ndarray:
     dy = 2.0 * math.sin(2 * math.pi * t / 9 + phase)
     scale = 1.0 + 0.03 * math.sin(2 * math.pi * t / 15 + phase)
     angle = 1.5 * math.sin(2 * math.pi * t / 10 + phase)
-    matrix = cv2.getRotationMatrix2D((FRAME_WIDTH / 2, FRAME_HEIGHT / 2), angle, scale)
+    matrix: np.ndarray = cv2.getRotationMatrix2D((FRAME_WIDTH / 2, FRAME_HEIGHT / 2), angle, scale)
     matrix[:, 2] += (dx, dy)
     return cv2.warpAffine(base, matrix, (FRAME_WIDTH, FRAME_HEIGHT), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)

@@ -62,7 +62,7 @@ def check_frame(frame: np.ndarray, index: int, size: Optional[Tuple[int, int]]) 
     if size is not None and frame.shape[:2] != size:
         raise ValueError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}; the video's first frame is "
                          f"{size[1]}x{size[0]}.")
-    return frame.shape[:2]
+    return frame.shape[0], frame.shape[1]
 
 
 

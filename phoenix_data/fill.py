@@ -23,9 +23,9 @@ from .cache import CacheError, CacheRecordError, LandmarkCache
 from .claims import claim
 from .corpus import Sample
 from .extract import ExtractorSettings, extract_frames_dir
-from .record import LandmarkRecord
 from .frames import FramesError
 from .isolated import ExtractorCrashed, isolated_extractor
+from .record import LandmarkRecord
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,15 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
 from .extract import check_frame
 from .record import FACE_POINTS, FACE_POINTS_REFINED, NUM_POINTS, PARTS, SCHEMA_VERSION, LandmarkRecord, part_slices
+
+if TYPE_CHECKING:  # for the annotations only: importing mediapipe is heavy (and it has no type hints)
+    from mediapipe.python.solutions.holistic import Holistic
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,9 @@ class HolisticExtractor:
     def __init__(self, settings: ExtractionSettings) -> None:
         settings.check_model_installed()  # a setting problem, not any one sample's
         self.settings = settings
-        self._holistic = None
+        self._holistic: Optional[Holistic] = None
 
-    def _build(self):
+    def _build(self) -> Holistic:
         # Only extracting processes get here (workers, the isolated helper), never a user's main
         # process: MediaPipe's own log lines are filtered out of this process's stderr from now on.
         from .mediapipe_logs import quiet_mediapipe  # noqa: PLC0415
@@ -133,22 +136,22 @@ class HolisticExtractor:
 
     def extract(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
         """Landmarks of one video from its RGB uint8 frames [H, W, 3], in time order."""
-        if self._holistic is None:
-            self._holistic = self._build()
-        self._holistic.reset()  # tracking state must not carry over from the previous video
+        holistic = self._holistic if self._holistic is not None else self._build()
+        self._holistic = holistic
+        holistic.reset()  # tracking state must not carry over from the previous video
         _release_freed_memory()
         try:
-            return self._extract_video(frames)
+            return self._extract_video(holistic, frames)
         except BaseException:
             self.close()  # a graph that raised may be left broken: the next video builds a new one
             raise
 
-    def _extract_video(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
+    def _extract_video(self, holistic: Holistic, frames: Iterable[np.ndarray]) -> LandmarkRecord:
         start = time.perf_counter()
         rows, confs, found, size = [], [], [], None
         for index, frame in enumerate(frames):
             size = check_frame(frame, index, size)
-            points, conf, part_found = self._extract_frame(frame)
+            points, conf, part_found = self._extract_frame(holistic, frame)
             rows.append(points)
             confs.append(conf)
             found.append(part_found)
@@ -159,8 +162,8 @@ class HolisticExtractor:
         return LandmarkRecord(landmarks, np.stack(confs), width=size[1], height=size[0],
                               seconds=time.perf_counter() - start, found=np.array(found, dtype=bool))
 
-    def _extract_frame(self, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Tuple[bool, ...]]:
-        results = self._holistic.process(frame)
+    def _extract_frame(self, holistic: Holistic, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Tuple[bool, ...]]:
+        results = holistic.process(frame)
         n = self.settings.num_points
         points = np.zeros((n, 3), np.float32)
         conf = np.zeros((n,), np.float32)
@@ -200,7 +203,7 @@ def _release_freed_memory() -> None:
         _TRIM(0)
 
 
-# pid -> Holistic instances built in that process (tests check the main process builds none).# pid -> Holistic instances built in that process (tests check the main process builds none).
+# pid -> Holistic instances built in that process (tests check the main process builds none).
 _BUILDS: Dict[int, int] = {}
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 from .extract import ExtractorSettings, extract_frames_dir
-from .record import LandmarkRecord
 from .frames import FramesError
-
+from .record import LandmarkRecord
 
 # No answer for this long is a hang, not a slow sample (PHOENIX's longest, 299 frames, takes ~15 s).
 HUNG_SECONDS = 600.0

@@ -184,7 +184,8 @@ def decode_header(data: Bytes, key: str, num_points: Optional[int] = None) -> Re
         raise _fail(key, f"is {len(data)} bytes, shorter than a header; it is truncated")
     fields = layout.unpack_from(data)
     digest = fields[8] if version >= 2 else None
-    header = RecordHeader(version, *fields[2:8], digest, fields[-1], layout.size)
+    frames, points, width, height, pid, seconds = fields[2:8]
+    header = RecordHeader(version, frames, points, width, height, pid, seconds, digest, fields[-1], layout.size)
     _check_header(header, key, num_points)
     expected = header.size + _payload_size(header.frames, header.points)
     if len(data) != expected:

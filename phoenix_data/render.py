@@ -14,8 +14,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .record import LandmarkRecord, part_slices
 from .frames import read_frame_rgb
+from .record import LandmarkRecord, part_slices
 
 log = logging.getLogger(__name__)
 

@@ -95,12 +95,11 @@ def demo_options(demo_dir: Path, out_dir: Optional[Path] = None, **overrides) ->
     """Options that memorise the demo's three train videos (8-14 frames, up to 11 glosses: each frame
     is repeated twice, as CTC needs a frame per gloss)."""
     demo_dir = Path(demo_dir)
-    settings = dict(root=demo_dir / "phoenix2014-release", cache=demo_dir / "cache", release=DEMO_RELEASE,
-                    out_dir=Path(out_dir) if out_dir else demo_dir / "train_ctc", epochs=300, batch_size=3,
-                    lr=1e-2, hidden=64, dropout=0.0, frame_repeat=2, eval_train=True, threads=1,
-                    stop_at_train_wer_zero=True)
-    settings.update(overrides)
-    return TrainOptions(**settings)
+    options = TrainOptions(root=demo_dir / "phoenix2014-release", cache=demo_dir / "cache", release=DEMO_RELEASE,
+                           out_dir=Path(out_dir) if out_dir else demo_dir / "train_ctc", epochs=300, batch_size=3,
+                           lr=1e-2, hidden=64, dropout=0.0, frame_repeat=2, eval_train=True, threads=1,
+                           stop_at_train_wer_zero=True)
+    return dataclasses.replace(options, **overrides)
 
 
 def prepare_demo(demo_dir: Path, workers: int = 2) -> None:
@@ -115,8 +114,9 @@ def prepare_demo(demo_dir: Path, workers: int = 2) -> None:
         raise RuntimeError(f"warming the demo cache failed for {len(outcome.failed)} samples: {outcome.failed[:2]}")
 
 
-def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[DataLoader, Optional[DataLoader], DataLoader,
-                                                                  LengthBucketBatchSampler]:
+def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[PhoenixLandmarks, DataLoader, Optional[DataLoader],
+                                                                  DataLoader, LengthBucketBatchSampler]:
+    """The train set, and the loaders over it (batches by length; in order, to evaluate) and over dev."""
     def dataset(split: str) -> PhoenixLandmarks:
         return PhoenixLandmarks(options.root, split, cache=options.cache, release=options.release, vocab=vocab)
 
@@ -130,19 +130,19 @@ def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[DataLoader, Opti
     train = DataLoader(train_ds, batch_sampler=sampler, **common)
     train_eval = DataLoader(train_ds, batch_size=options.batch_size, **common) if options.eval_train else None
     dev = DataLoader(dataset("dev"), batch_size=options.batch_size, **common)
-    return train, train_eval, dev, sampler
+    return train_ds, train, train_eval, dev, sampler
 
 
 def _build(options: TrainOptions) -> _Run:
     train_samples = read_corpus(options.root, "train", release=options.release)
     vocab = Vocabulary.from_samples(train_samples, cleanup=options.cleanup)
-    train, train_eval, dev, sampler = _loaders(options, vocab)
+    train_ds, train, train_eval, dev, sampler = _loaders(options, vocab)
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)  # the initial weights
-    num_points = train.dataset.settings.num_points  # not ds[0]: a miss would run MediaPipe in this process
+    num_points = train_ds.settings.num_points  # not ds[0]: a miss would run MediaPipe in this process
     model = CtcRecognizer(num_points, len(vocab), options.hidden, options.dropout, options.frame_repeat).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
-    rules = rules_for_release(train.dataset.release.name)
+    rules = rules_for_release(train_ds.release.name)
     return _Run(model, optimizer, vocab, rules, train, train_eval, dev, sampler, device)
 
 

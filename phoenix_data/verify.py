@@ -12,8 +12,8 @@ import numpy as np
 
 from .cache import CacheRecordError, LandmarkCache
 from .corpus import Sample
-from .record import LandmarkRecord
 from .frames import FramesError, list_frames
+from .record import LandmarkRecord
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@
     python scripts/phoenix_dataset.py --root ROOT [--cache CACHE] [--split S] [--release R] [--verify]
                                       [--render ID --out PATH]
 
-Same as the console command ``phoenix-dataset``; the logic lives in ``phoenix_data.check``, the command line in ``phoenix_data.cli``.
+Same as the console command ``phoenix-dataset``; the logic lives in ``phoenix_data.check``, the command line in
+``phoenix_data.cli``.
 """
 import sys
 

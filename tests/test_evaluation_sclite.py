@@ -6,11 +6,10 @@ import random
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
+from helpers import ci_is_set
 
 from phoenix_data.evaluation import find_sclite, references_from_stm, score, score_with_sclite
 from phoenix_data.evaluation.sclite import INSTALL_HINT
-
-from helpers import ci_is_set
 
 STM_DIR = "phoenix2014-release/phoenix-2014-multisigner/evaluation"
 # Glosses the clean-up rewrites or drops, so that hypotheses carry them (as raw model output may).
@@ -101,4 +100,5 @@ def test_every_short_pair_aligns_exactly_as_sclite(sclite, tmp_path):
     differ = [(a.alignment(), b.alignment()) for a, f, b in zip(ours.sentences, folded, theirs.sentences)
               if f != b.steps]
     assert len(references) == 39 * 121
-    assert not differ, f"{len(differ)} of {len(references)} alignments differ from sclite, e.g.\n" + "\n".join(differ[0])
+    assert not differ, (f"{len(differ)} of {len(references)} alignments differ from sclite, e.g.\n"
+                        + "\n".join(differ[0]))

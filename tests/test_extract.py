@@ -92,7 +92,7 @@ def test_reset_between_videos(demo_tree, real_frames_dir):
 def test_frames_go_in_as_rgb_in_time_order(tmp_path, real_frames_dir):
     frames = list_frames(real_frames_dir)
     (tmp_path / "notes.txt").write_text("not a frame")
-    for i, path in enumerate(reversed(frames)):  # names sort in time order, not creation order
+    for path in reversed(frames):  # names sort in time order, not creation order
         (tmp_path / path.name).write_bytes(path.read_bytes())
     assert [p.name for p in list_frames(tmp_path)] == ["images0001.png", "images0002.png"]
     first = next(read_frames_rgb(list_frames(tmp_path)))

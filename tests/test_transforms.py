@@ -20,9 +20,23 @@ from phoenix_data.cache import LandmarkCache
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import NUM_POINTS, POSE_POINTS, LandmarkRecord, part_slices
-from phoenix_data.transforms import (SUBSETS, Compose, FillGaps, FrameDropout, Mirror, Normalize, RandomAffine,
-                                     SelectPoints, TimeWarp, Velocity, ensure_masks, has_value, mirror_ids,
-                                     subset_ids, validity)
+from phoenix_data.transforms import (
+    SUBSETS,
+    Compose,
+    FillGaps,
+    FrameDropout,
+    Mirror,
+    Normalize,
+    RandomAffine,
+    SelectPoints,
+    TimeWarp,
+    Velocity,
+    ensure_masks,
+    has_value,
+    mirror_ids,
+    subset_ids,
+    validity,
+)
 from phoenix_data.transforms.points import FACE_MIRROR_PAIRS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -53,6 +53,9 @@ def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
     release = find_release(args.root, args.release)
     splits = [args.split] if args.split else list(SPLITS)
     cache_path = args.cache.expanduser() if args.cache is not None else None
+    out = args.out.expanduser() if args.out is not None else None
+    if args.render and out is None:
+        raise CheckError(f"render={args.render!r} needs out: the path of its contact sheet (.png).")
     target = find_sample(release, args.render, splits) if args.render else None  # fail before the long scan
     emit(f"Release  {release.name}")
     emit(f"Folder   {release.root}")
@@ -64,8 +67,8 @@ def run(args: CheckOptions, emit: Callable[[str], None]) -> int:
         _emit(emit, [""] + format_cache(cache))
     smoke = smoke_test(release, cache, args.batch_size)  # before --render may build a Holistic here
     _emit(emit, [""] + format_smoke(smoke))
-    if target is not None:
-        _emit(emit, [""] + render(target, cache_path, settings, args.out.expanduser()))
+    if target is not None and out is not None:  # out is checked above: a target comes with one
+        _emit(emit, [""] + render(target, cache_path, settings, out))
     problems = problem_summary(corpus, cache, smoke)
     emit("")
     emit(f"Result: problems found: {'; '.join(problems)}." if problems else "Result: OK, no problems found.")

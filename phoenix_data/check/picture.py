@@ -12,10 +12,9 @@ from ..corpus import SPLITS, CorpusError, Release, Sample, read_release_split
 from ..extract import ExtractorSettings
 from ..frames import list_frames
 from ..record import LandmarkRecord
+from .scan import CheckError, open_cache
 
 log = logging.getLogger(__name__)
-
-from .scan import CheckError, open_cache
 
 EXAMPLE_IDS = 3  # valid ids listed per split when an id is unknown
 

@@ -8,11 +8,10 @@ import numpy as np
 
 from ..holistic import mediapipe_version
 from ..record import PARTS
-
-log = logging.getLogger(__name__)
-
 from .scan import EITHER_HAND, CacheReport, CacheSplit, CorpusReport
 from .smoke import SMOKE_WORKERS, SmokeResult
+
+log = logging.getLogger(__name__)
 
 LOWEST_HANDS = 5  # samples listed with the least hand detection
 # Samples without frames and failed extractions listed at most (a release whose frames are not unpacked
@@ -40,7 +39,7 @@ def percent(share: float) -> str:
 
 
 def format_corpus(report: CorpusReport) -> List[str]:
-    rows = []
+    rows: List[List[object]] = []
     for scan in report.scans:
         counts = list(scan.frames.values())
         if scan.missing:

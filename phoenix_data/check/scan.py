@@ -170,6 +170,9 @@ def _check_cache_split(cache: LandmarkCache, scan: SplitScan, failures: Dict[str
         except CacheRecordError as exc:
             result.bad[sample.key] = str(exc)
             continue
+        if record is None:  # listed as cached above; another process may have rewritten the cache since
+            result.bad[sample.key] = "no record any more (the cache changed during the check)"
+            continue
         reasons = record_problems(record, cache.settings.num_points, scan.frames.get(sample.key),
                                   scan.first_frame.get(sample.key),
                                   scan.problems.get(sample.key, NO_FRAMES)) if verify else []

@@ -6,12 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-
 from ..corpus import Release
+from .scan import CacheReport, CacheSplit
 
 log = logging.getLogger(__name__)
-
-from .scan import CacheReport, CacheSplit
 
 DEFAULT_BATCH_SIZE = 4
 SMOKE_WORKERS = 2
@@ -46,7 +44,7 @@ def pick_smoke_batch(report: Optional[CacheReport], batch_size: int) -> Tuple[Op
 def smoke_test(release: Release, report: Optional[CacheReport], batch_size: int) -> SmokeResult:
     """One batch of cached samples through a DataLoader with worker processes and ``collate_ctc``."""
     split, why = pick_smoke_batch(report, batch_size)
-    if split is None:
+    if split is None or report is None:  # a split comes only with a report
         return SmokeResult("skipped", why)
     from torch.utils.data import DataLoader, Subset  # noqa: PLC0415 - torch only when there is a batch
 

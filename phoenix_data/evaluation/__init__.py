@@ -6,10 +6,26 @@
 
 No torch here. ``score_with_sclite`` runs NIST sclite itself when it is installed.
 """
-from .cleanup import (EMPTY, PHOENIX_2014, PHOENIX_2014_T, RULE_SETS, clean_hypothesis, clean_reference,
-                      clean_sentence, rules_for_release)
-from .files import (EvaluationFileError, StmSegment, read_ctm, read_stm, references_from_stm, stm_from_samples,
-                    write_ctm, write_stm)
+from .cleanup import (
+                      EMPTY,
+                      PHOENIX_2014,
+                      PHOENIX_2014_T,
+                      RULE_SETS,
+                      clean_hypothesis,
+                      clean_reference,
+                      clean_sentence,
+                      rules_for_release,
+)
+from .files import (
+                      EvaluationFileError,
+                      StmSegment,
+                      read_ctm,
+                      read_stm,
+                      references_from_stm,
+                      stm_from_samples,
+                      write_ctm,
+                      write_stm,
+)
 from .sclite import ScliteNotFound, find_sclite, score_with_sclite
 from .wer import SentenceScore, WerResult, align, score
 

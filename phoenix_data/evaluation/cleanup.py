@@ -143,7 +143,7 @@ def _clean_ctm_gloss(gloss: str, rules: str) -> str:
     line = _LINE_HEAD + gloss
     if rules == PHOENIX_2014:
         line = _apply(line, _RULES_2014)
-        drop = _DROP_2014
+        drop: Tuple[str, ...] = _DROP_2014
     else:
         if any(tag in line for tag in _DROP_2014T) or _DROP_TAG_LINE_2014T.search(line):
             return ""

@@ -14,7 +14,7 @@ from typing import List, Mapping, Optional, Sequence
 
 from .cleanup import clean_hypothesis, clean_reference, for_sclite
 from .files import StmSegment, write_ctm, write_stm
-from .wer import _fold, CORRECT, DELETION, INSERTION, SUBSTITUTION, SentenceScore, Step, WerResult
+from .wer import CORRECT, DELETION, INSERTION, SUBSTITUTION, SentenceScore, Step, WerResult, _fold
 
 INSTALL_HINT = ("install NIST SCTK: 'apt-get install sctk' (Debian/Ubuntu; then 'sctk sclite'), or build "
                 "https://github.com/usnistgov/SCTK and put 'sclite' on PATH")

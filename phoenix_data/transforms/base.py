@@ -17,7 +17,7 @@ import copy
 import hashlib
 import logging
 from functools import lru_cache
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -26,7 +26,27 @@ from ..record import part_slices as _part_slices
 
 log = logging.getLogger(__name__)
 
-Item = Dict[str, object]
+
+
+class Item(TypedDict, total=False):
+    """A dataset item as transforms see it (the keys above, and ``PhoenixLandmarks``'s own)."""
+
+    landmarks: torch.Tensor
+    confidence: torch.Tensor
+    valid: torch.Tensor
+    imputed: torch.Tensor
+    point_ids: torch.Tensor
+    layout_points: int
+    coords: str
+    isotropic: bool
+    mirrored: bool
+    glosses: torch.Tensor
+    gloss_text: str
+    id: str
+    signer: str
+    num_frames: int
+    translation: str
+
 XYZ = 3
 
 

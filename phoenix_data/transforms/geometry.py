@@ -3,13 +3,24 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .base import (Item, RandomTransform, Transform, columns_of, ensure_masks, has_value, layout_points,
-                   require_xyz, select_columns, select_points, zero_missing_)
+from .base import (
+    Item,
+    RandomTransform,
+    Transform,
+    columns_of,
+    ensure_masks,
+    has_value,
+    layout_points,
+    require_xyz,
+    select_columns,
+    select_points,
+    zero_missing_,
+)
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
 
 log = logging.getLogger(__name__)
@@ -20,7 +31,7 @@ IMAGE_CENTRE = 0.5
 MODES = ("frame", "clip")
 
 
-def _pixel_scale(image_size: Optional[Tuple[int, int]]) -> torch.Tensor:
+def _pixel_scale(image_size: Optional[Sequence[int]]) -> torch.Tensor:
     """Tensor[2]: pixels per unit of x and y (ones when no image size is given)."""
     if image_size is None:
         return torch.ones(2)

@@ -26,8 +26,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import torch
 
 from ..record import FACE_POINTS, HAND_POINTS, POSE_POINTS
-from .base import (Item, Transform, ensure_masks, layout_points, part_slices, point_ids, select_columns,
-                   select_points)
+from .base import Item, Transform, ensure_masks, layout_points, part_slices, point_ids, select_columns, select_points
 
 POSE_LEFT_SHOULDER = 11
 POSE_RIGHT_SHOULDER = 12

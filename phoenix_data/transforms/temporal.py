@@ -1,16 +1,27 @@
 """Transforms along time: FillGaps, TimeWarp, FrameDropout, Velocity. Masks follow every frame they move."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..record import PARTS
-from .base import (Item, RandomTransform, Transform, ensure_masks, has_value, layout_points, part_slices,
-                   point_ids, require_xyz, uniform)
+from .base import (
+    Item,
+    RandomTransform,
+    Transform,
+    ensure_masks,
+    has_value,
+    layout_points,
+    part_slices,
+    point_ids,
+    require_xyz,
+    uniform,
+)
 
-PER_FRAME_KEYS = ("landmarks", "confidence", "valid", "imputed")
+PerFrameKey = Literal["landmarks", "confidence", "valid", "imputed"]
+PER_FRAME_KEYS: Tuple[PerFrameKey, ...] = ("landmarks", "confidence", "valid", "imputed")
 HANDS = ("left_hand", "right_hand")
 
 
@@ -119,10 +130,11 @@ class TimeWarp(RandomTransform):
         # where not both ends have a value, weight 0 or 1 picks the nearest frame (zero where it has none);
         # torch.lerp is exact at weights 0 and 1
         weight = torch.where(both, weight, later.float())  # [T', N]
-        interpolated = {key: torch.lerp(item[key].index_select(0, first), item[key].index_select(0, second), w)
-                        for key, w in (("landmarks", weight[..., None]), ("confidence", weight))}
+        landmarks, confidence = item["landmarks"], item["confidence"]
+        landmarks = torch.lerp(landmarks.index_select(0, first), landmarks.index_select(0, second), weight[..., None])
+        confidence = torch.lerp(confidence.index_select(0, first), confidence.index_select(0, second), weight)
         take_frames(item, torch.where(later[:, 0], second, first))
-        item.update(interpolated)
+        item["landmarks"], item["confidence"] = landmarks, confidence
         return item
 
 

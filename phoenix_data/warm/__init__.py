@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from ..cache import describe_discarded
-from .plan import ALL_SPLITS, WarmOptions, WarmPlan, available_cores, default_workers, make_plan
 from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .report import (FAILED_FILE, METRICS_FILE, SUMMARY_FILE, MetricsWriter, count_late_commits, exit_status,
-                     failed_samples, summarize, write_json_atomic)
+from .plan import ALL_SPLITS, WarmOptions, WarmPlan, available_cores, default_workers, make_plan
+from .report import (
+    FAILED_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    MetricsWriter,
+    count_late_commits,
+    exit_status,
+    failed_samples,
+    summarize,
+    write_json_atomic,
+)
 from .run import RunState, run_tasks
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,10 @@ import logging
 import sys
 import threading
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # for the annotation only: tqdm is imported when a terminal needs a bar
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,9 @@ class Progress:
         self.total, self.heartbeat = total, heartbeat
         self.done = self.failed = self.frames = 0
         self.started = time.monotonic()
-        self._bar, self._stop, self._beat = None, threading.Event(), None  # type: ignore[var-annotated]
+        self._bar: Optional[tqdm] = None
+        self._stop = threading.Event()
+        self._beat: Optional[threading.Thread] = None
         if bar and total:
             from tqdm import tqdm  # noqa: PLC0415 - only a terminal needs it
 

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import __version__
 from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
+from ..fill import Outcome
 from ..holistic import mediapipe_version
 from ..record import PARTS
-from ..fill import Outcome
 from .plan import WarmOptions, WarmPlan
 from .run import RunState, TaskResult
 

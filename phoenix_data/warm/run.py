@@ -25,8 +25,8 @@ from typing import Iterator, List, Optional, Sequence, Set
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..cache import CacheError
-from ..holistic import holistic_builds
 from ..fill import CLAIM_WAIT_SECONDS, Outcome, SampleStatus, fill_sample
+from ..holistic import holistic_builds
 from .plan import WarmOptions, WarmPlan
 from .progress import Progress, make_progress
 
@@ -169,7 +169,8 @@ class _Runner:
         in_progress = multiprocessing.RawArray("q", [-1] * max(workers, 1))
         pids = multiprocessing.RawArray("q", [os.getpid()] * max(workers, 1))
         loader = DataLoader(WarmTasks(self.plan, tasks, self.options, in_progress, pids, wait), batch_size=None,
-                            num_workers=workers, collate_fn=_as_is,
+                            # torch's stub types collate_fn as taking a list; with batch_size=None it gets one item
+                            num_workers=workers, collate_fn=_as_is,  # type: ignore[arg-type]
                             worker_init_fn=_ignore_sigint if workers else None,
                             timeout=RESULT_TIMEOUT_SECONDS + wait if workers else 0,
                             in_order=False)  # results as they finish: progress is true, no worker waits
