@@ -684,11 +684,11 @@ def options_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def _build_demo(demo_dir: Optional[Path]) -> Path:
-    from .demo import build_demo  # noqa: PLC0415 - only --demo needs matplotlib
+    from .demo import build_demo  # noqa: PLC0415 - only --demo needs it
 
     out = Path(demo_dir).expanduser() if demo_dir is not None else Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
     roots = build_demo(out)
-    log.info("[warm] demo tree (%d releases, made-up annotations, public-domain frames) written to %s",
+    log.info("[warm] demo tree (%d releases, made-up annotations, frames of real signing) written to %s",
              len(roots), out)
     return out
 
