@@ -94,8 +94,8 @@ def available_memory() -> Optional[int]:
 def default_workers(cores: Optional[int] = None, memory: Optional[int] = None) -> int:
     """One worker per available core, at most one per GiB of available memory, at least one.
 
-    Measured on a 2-core machine, cold cache (frames/s; 1 / 2 / 3 workers): demo tree, 21 samples
-    of 8-14 frames: 24.5 / 37.6 / 35.5; 2,040 frames in 15 videos (benchmarks/bench_extraction.py):
+    Measured on a 2-core machine, cold cache (frames/s; 1 / 2 / 3 workers) on frames without hands:
+    21 samples of 8-14 frames: 24.5 / 37.6 / 35.5; 2,040 frames in 15 videos (benchmarks/bench_extraction.py):
     35.8 / 59.6 / 57.0, i.e. 2 workers reach 0.95 of the machine's limit. One Holistic worker keeps
     ~1.2 cores busy, so a second worker on 2 cores gains ~1.6x; a third only competes.
     """
