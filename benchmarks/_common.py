@@ -215,27 +215,29 @@ def lengths_for(total_frames: int, mean: int) -> List[int]:
 def build_frame_tree(base: Path, lengths: List[int], split: str = SPLIT) -> Path:
     """A 2014-T release tree with len(lengths) videos of demo frames (210x260 PNG); reused when it matches.
 
-    Frames come from phoenix_data.demo (the demo photo moved a little from frame to frame), so
-    Holistic finds a pose and a face in each, as on PHOENIX. Only OpenCV runs here: no Holistic.
+    Frames come from phoenix_data.demo (its clips of real signing, played forth and back, mirrored
+    every other video), so Holistic finds pose, face and hands as on signing video: video k is cut
+    like the demo's k-th sample (a signer with both hands, or every 7 videos two of a person whose
+    right hand comes and goes). Only OpenCV runs here: no Holistic.
     """
     import cv2
 
     from phoenix_data import demo
 
-    spec = {"lengths": lengths, "split": split, "version": 1}
+    spec = {"lengths": lengths, "split": split, "version": 2}
     spec_file = base / "tree-spec.json"
     if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
         return release_dir(base)
     fresh_dir(base)
     ids = [sample_id(i) for i in range(len(lengths))]
     root = write_corpus(base, {split: ids})
-    image = demo.base_image()
+    clips = demo.load_clips()
     split_dir = root / "features" / "fullFrame-210x260px" / split
     for number, (sid, count) in enumerate(zip(ids, lengths)):
         folder = split_dir / sid
         folder.mkdir(parents=True)
-        for t in range(count):
-            ok, png = cv2.imencode(".png", demo.demo_frame(image, number, t), demo.PNG_PARAMS)
+        for t, image in enumerate(demo.sample_frames(clips, number, count)):
+            ok, png = cv2.imencode(".png", image, demo.PNG_PARAMS)
             if not ok:
                 raise RuntimeError("OpenCV could not encode a demo frame")
             (folder / f"images{t + 1:04d}.png").write_bytes(png.tobytes())

@@ -4,7 +4,8 @@
     python benchmarks/bench_extraction.py            # ~2,000 frames, 2 rounds (~7 min on 2 cores)
     python benchmarks/bench_extraction.py --quick    # smoke run (~1 min)
 
-Configurations, on the same synthetic 2014-T tree (demo frames, 210x260 PNG), each in its own process:
+Configurations, on the same synthetic 2014-T tree (the demo's frames of real signing, with hands; 210x260 PNG),
+each in its own process:
 
   (a) bare loop: cv2.imread + cvtColor, one mp.solutions.holistic.Holistic(model_complexity=1), reset()
       between videos, nothing else, one process;
@@ -141,7 +142,7 @@ def run_warm(root: Path, work: Path, workers: int, tag: str) -> dict:
             "cores_busy": summary["worker_cpu_seconds"] / wall,
             "load1": outer["load1_before"], "others": outer["others_cores"],
             "rss_mb": max(summary["peak_rss_mb_per_worker"].values()),
-            "outer_wall_s": outer["wall_s"]}
+            "detection": summary["detection_rates"], "outer_wall_s": outer["wall_s"]}
 
 
 def measure(root: Path, work: Path, worker_counts: List[int], rounds: int) -> Dict[str, List[dict]]:
@@ -192,6 +193,10 @@ def report(runs: Dict[str, List[dict]], cores: int, default: int) -> dict:
     print(f"\n(a) loop only (no import/build): {C.median(r['loop_fps'] for r in bare):.2f} frames/s; "
           f"mediapipe import + Holistic build {C.median(r['build_s'] for r in bare):.2f} s")
     print(f"limit = {cores} cores / {cpu_a * 1000:.1f} ms CPU per frame of (a) = {limit:.2f} frames/s")
+    detection = runs["w1"][0].get("detection")
+    if detection:  # what Holistic found, hence which models ran (hand models only where a hand is found)
+        print("share of frames with " + ", ".join(f"{part} {share:.2f}" for part, share in detection.items())
+              + " (warm-up summary)")
     b = figures["w1"]
     figures["b_over_a"] = b["vs_bare"]
     d = figures[f"w{default}"]

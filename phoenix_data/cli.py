@@ -186,7 +186,8 @@ def _build_demo(demo_dir: Optional[Path]) -> Path:
 
     out = Path(demo_dir).expanduser() if demo_dir is not None else Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
     roots = build_demo(out)
-    logging.getLogger("phoenix_data.warm").info("[warm] demo tree (%d releases) written to %s", len(roots), out)
+    logging.getLogger("phoenix_data.warm").info(
+        "[warm] demo tree (%d releases, made-up annotations, frames of real signing) written to %s", len(roots), out)
     return out
 
 

@@ -7,9 +7,13 @@
     PHOENIX-2014-T-release-v3/PHOENIX-2014-T/                PHOENIX-2014-T.{split}.corpus.csv (UTF-8, CRLF),
                                                              <name>/images0001.png (no ``1/`` folder)
 
-Frames are 210 x 260 RGB PNGs of matplotlib's public-domain photo of Grace Hopper, moved a little from
-frame to frame, so MediaPipe Holistic finds a pose and a face in each. Annotations are made up from
-PHOENIX gloss tokens, not copied from the corpus. The same bytes are written on every run.
+Frames are 210 x 260 RGB PNGs of real signing: two short clips cut from pose-format's MIT-licensed
+sample videos, shipped in ``phoenix_data/demo_frames/`` (licence and source beside them). Most samples
+show a signer whose hands MediaPipe Holistic finds in every frame; two of each release show a person
+whose right hand comes and goes, so frames with a missing hand are in the demo too. Each sample plays
+its clip forth and back from its own start, mirrored or not, moved and scaled a little, so no two
+samples are alike. Annotations are made up from PHOENIX gloss tokens, not copied from the corpus.
+The same bytes are written on every run, offline.
 
 Command line: ``python -m phoenix_data.demo OUT_DIR`` prints the release folders.
 """
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -34,13 +37,22 @@ FRAME_HEIGHT = 260
 MIN_FRAMES = 8
 FRAME_COUNT_SPREAD = 7  # samples get MIN_FRAMES .. MIN_FRAMES + 6 frames
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not depend on OpenCV defaults
-PHOTO = "grace_hopper.jpg"  # public domain; ships with matplotlib
+FRAMES_DIR = Path(__file__).resolve().parent / "demo_frames"  # package data: <clip>_NN.jpg + licence
+SIGNER = "signer"  # both hands found in all 9 frames
+PERSON = "person"  # the right hand comes and goes; the left one is never in view
+CLIP_FRAMES: Dict[str, int] = {SIGNER: 9, PERSON: 30}
+RELEASE_SIZE = 7  # samples per release: train 3, dev 2, test 2
+PERSON_INDICES = (2, 5)  # the samples of each release cut from the person clip (a train and a test one)
+# Where the six person samples start on the clip's walk (positions >= 30 walk backwards), chosen so each
+# one holds frames before the hand comes in, after it leaves, or where MediaPipe loses it for a moment.
+PERSON_STARTS = (52, 21, 0, 24, 44, 5)
 STRAY_FILE = "createDnnTrainingLabels-profile.py.lprof"  # real 2014-T copies have it in some frame folders
 MARKER = "PHOENIX-DEMO.txt"
 MARKER_TEXT = (
     "Demo tree written by phoenix_data.demo; rebuilding here overwrites it.\n"
     "Layout of RWTH-PHOENIX-Weather 2014 / 2014-T (RWTH Aachen, CC BY-NC-SA); annotations are made up.\n"
-    "Frames: photo of Grace Hopper (public domain), from matplotlib's sample data.\n"
+    "Frames: cut from pose-format's sample videos (MIT licence, Copyright (c) 2021 Amit Moryossef;\n"
+    "https://github.com/sign-language-processing/pose), see phoenix_data/demo_frames/README.md.\n"
 )
 
 
@@ -129,11 +141,12 @@ def build_demo(out_dir: Union[str, Path]) -> Dict[str, Path]:
     _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_bytes(MARKER_TEXT.encode("utf-8"))
-    base = base_image()
+    clips = load_clips()
     roots = {}
-    for name, splits in DEMO_SAMPLES.items():
+    for number, (name, splits) in enumerate(DEMO_SAMPLES.items()):
         layout = RELEASES[name]
-        roots[name] = _write_release(out / layout.archive / layout.name, layout, splits, base)
+        roots[name] = _write_release(out / layout.archive / layout.name, layout, splits, clips,
+                                     first_sample=number * RELEASE_SIZE)
     return roots
 
 
@@ -149,34 +162,69 @@ def _check_out_dir(out: Path) -> None:
                 "refusing to overwrite what may be a real PHOENIX copy. Pass an empty or new folder.")
 
 
-def base_image() -> np.ndarray:
-    """The demo photo cropped to the frame's aspect and resized: ``uint8[260, 210, 3]``, BGR."""
-    import matplotlib.cbook  # noqa: PLC0415 - lazily: only the demo needs matplotlib
+def load_clips() -> Dict[str, List[np.ndarray]]:
+    """The shipped source frames, decoded: ``{clip: [uint8[260, 210, 3] BGR, ...]}`` in time order."""
+    clips: Dict[str, List[np.ndarray]] = {}
+    for clip, count in CLIP_FRAMES.items():
+        paths = sorted(FRAMES_DIR.glob(f"{clip}_*.jpg"))
+        if len(paths) != count:
+            raise FileNotFoundError(
+                f"Expected {count} demo frames {clip}_*.jpg in {str(FRAMES_DIR)!r}, found {len(paths)}; "
+                "reinstall phoenix_data (pip install --force-reinstall .) so its package data is complete.")
+        frames = [cv2.imdecode(np.fromfile(str(p), np.uint8), cv2.IMREAD_COLOR) for p in paths]
+        if any(f is None or f.shape != (FRAME_HEIGHT, FRAME_WIDTH, 3) for f in frames):
+            raise ValueError(f"A demo frame in {str(FRAMES_DIR)!r} is not a {FRAME_WIDTH}x{FRAME_HEIGHT} "
+                             "colour image; reinstall phoenix_data.")
+        clips[clip] = frames
+    return clips
 
-    path = matplotlib.cbook.get_sample_data(PHOTO, asfileobj=False)
-    photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if photo is None:
-        raise FileNotFoundError(f"Cannot read matplotlib's sample photo {str(path)!r}; "
-                                "reinstall matplotlib (pip install --force-reinstall matplotlib).")
-    height, width = photo.shape[:2]
-    # Keep the full height (cap to chest) and cut the sides, like a signer framed on TV.
-    crop_width = min(width, round(height * FRAME_WIDTH / FRAME_HEIGHT))
-    left = (width - crop_width) // 2
-    crop = photo[:, left:left + crop_width]
-    return cv2.resize(crop, (FRAME_WIDTH, FRAME_HEIGHT), interpolation=cv2.INTER_AREA)
+
+@dataclass(frozen=True)
+class Take:
+    """How one demo sample is cut from a clip: where it starts, mirrored or not, moved and scaled."""
+
+    clip: str
+    start: int  # position on the clip's back-and-forth walk (see ``walk``)
+    flip: bool  # mirrored: MediaPipe's left hand becomes the right one
+    dx: int
+    dy: int
+    scale: float
 
 
-def demo_frame(base: np.ndarray, sample_number: int, t: int) -> np.ndarray:
-    """Frame ``t`` of a sample: ``base`` shifted, scaled and turned a little, deterministically."""
-    phase = 0.9 * sample_number
-    dx = 4.0 * math.sin(2 * math.pi * t / 12 + phase)
-    dy = 2.0 * math.sin(2 * math.pi * t / 9 + phase)
-    scale = 1.0 + 0.03 * math.sin(2 * math.pi * t / 15 + phase)
-    angle = 1.5 * math.sin(2 * math.pi * t / 10 + phase)
-    matrix: np.ndarray = cv2.getRotationMatrix2D((FRAME_WIDTH / 2, FRAME_HEIGHT / 2), angle, scale)
-    matrix[:, 2] += (dx, dy)
-    return cv2.warpAffine(base, matrix, (FRAME_WIDTH, FRAME_HEIGHT), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+def take_for(sample_number: int) -> Take:
+    """The take of the ``sample_number``-th sample of the tree (0 .. 20), varied so no two are alike."""
+    release, index = divmod(sample_number, RELEASE_SIZE)
+    if index in PERSON_INDICES:
+        clip, start = PERSON, PERSON_STARTS[(release * len(PERSON_INDICES) + PERSON_INDICES.index(index))
+                                            % len(PERSON_STARTS)]
+    else:
+        clip, start = SIGNER, (5 * sample_number) % (2 * CLIP_FRAMES[SIGNER] - 2)
+    return Take(clip=clip, start=start,
+                flip=sample_number % 2 == 1, dx=(5 * sample_number) % 13 - 6, dy=(3 * sample_number) % 9 - 4,
+                scale=1.0 + 0.01 * (sample_number % 5 - 2))
+
+
+def walk(length: int, start: int, count: int) -> List[int]:
+    """Frame indices of a clip of ``length`` frames played forth and back from ``start``: 0 1 2 1 0 1 ..."""
+    period = 2 * length - 2
+    positions = ((start + t) % period for t in range(count))
+    return [p if p < length else period - p for p in positions]
+
+
+def demo_frame(source: np.ndarray, take: Take) -> np.ndarray:
+    """``source`` (BGR) mirrored if ``take.flip``, then shifted and scaled a little, deterministically."""
+    image = source[:, ::-1] if take.flip else source
+    matrix: np.ndarray = cv2.getRotationMatrix2D((FRAME_WIDTH / 2, FRAME_HEIGHT / 2), 0.0, take.scale)
+    matrix[:, 2] += (take.dx, take.dy)
+    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (FRAME_WIDTH, FRAME_HEIGHT),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def sample_frames(clips: Dict[str, List[np.ndarray]], sample_number: int, count: int) -> List[np.ndarray]:
+    """The ``count`` frames (BGR) of the ``sample_number``-th sample."""
+    take = take_for(sample_number)
+    source = clips[take.clip]
+    return [demo_frame(source[i], take) for i in walk(len(source), take.start, count)]
 
 
 def frame_count(index: int) -> int:
@@ -194,8 +242,11 @@ def frame_names(layout: ReleaseLayout, sample_id: str, count: int) -> List[str]:
 
 
 def _write_release(root: Path, layout: ReleaseLayout, splits: Dict[str, Tuple[DemoSample, ...]],
-                   base: np.ndarray) -> Path:
-    """Write one release's CSVs and frames under its release folder ``root``."""
+                   clips: Dict[str, List[np.ndarray]], first_sample: int) -> Path:
+    """Write one release's CSVs and frames under its release folder ``root``.
+
+    Its samples are the ``first_sample``-th and following of the tree (see ``take_for``).
+    """
     newline = LINE_ENDINGS.get(layout.name, "\n")
     index = frames = 0
     for split, samples in splits.items():
@@ -205,7 +256,8 @@ def _write_release(root: Path, layout: ReleaseLayout, splits: Dict[str, Tuple[De
         csv_path.write_bytes(newline.join(lines + [""]).encode("utf-8"))
         for sample in samples:
             names = frame_names(layout, sample.id, frame_count(index))
-            _write_frames(root / FRAMES_SUBDIR / split, names, base, index)
+            images = sample_frames(clips, first_sample + index, len(names))
+            _write_frames(root / FRAMES_SUBDIR / split, names, images)
             frames += len(names)
             if (layout.name, split, sample.id) == STRAY_SAMPLE:
                 (root / FRAMES_SUBDIR / split / sample.id / STRAY_FILE).write_bytes(b"\x00demo profile\n")
@@ -222,12 +274,12 @@ def _csv_row(layout: ReleaseLayout, sample: DemoSample) -> str:
     return "|".join((sample.id, folder, "-1", "-1", sample.signer, sample.annotation, sample.translation or ""))
 
 
-def _write_frames(split_dir: Path, names: Sequence[str], base: np.ndarray, sample_number: int) -> None:
+def _write_frames(split_dir: Path, names: Sequence[str], images: Sequence[np.ndarray]) -> None:
     """Write one sample's frames; OpenCV frames are BGR, so the PNGs hold the right RGB colours."""
-    for t, name in enumerate(names):
+    for name, image in zip(names, images):
         path = split_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        ok, png = cv2.imencode(".png", demo_frame(base, sample_number, t), PNG_PARAMS)
+        ok, png = cv2.imencode(".png", image, PNG_PARAMS)
         if not ok:
             raise RuntimeError(f"OpenCV could not encode demo frame {str(path)!r} as PNG.")
         path.write_bytes(png.tobytes())

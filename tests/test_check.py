@@ -23,7 +23,7 @@ from phoenix_data.cli import check_main as main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
 from phoenix_data.holistic import ExtractionSettings
-from phoenix_data.render import FACE_COLOUR, POSE_COLOUR
+from phoenix_data.render import FACE_COLOUR, LEFT_HAND_COLOUR, POSE_COLOUR, RIGHT_HAND_COLOUR
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "phoenix_dataset.py"
@@ -178,6 +178,7 @@ def test_report_with_a_warm_cache(root, warm_cache):
              for part, (a, b) in PART_BOUNDS.items()}
     frames = sum(r.num_frames for r in records.values())
     assert found["pose"] > frames / 2 and found["face"] > frames / 2  # the demo person is found
+    assert found["left_hand"] > frames / 2 and found["right_hand"] > frames / 2  # and the signer's hands
     detection = section(done.stdout, "Detection")
     assert row(detection, SPLIT)[1:7] == [str(len(records)), str(frames)] + [
         percent(found[p] / frames) for p in ("pose", "face", "left_hand", "right_hand")]
@@ -260,14 +261,14 @@ def test_cache_of_other_settings_is_refused(root, tmp_path):
 
 # --- render ---------------------------------------------------------------------------------------------
 
-def face_box(record, t: int):
-    a, b = PART_BOUNDS["face"]
+def face_box(record, t: int, part: str = "face"):
+    a, b = PART_BOUNDS[part]
     xy = record.landmarks[t, a:b, :2] * np.array([FRAME_WIDTH, FRAME_HEIGHT])
     (x0, y0), (x1, y1) = np.floor(xy.min(axis=0)).astype(int), np.ceil(xy.max(axis=0)).astype(int)
     return x0, y0, x1, y1
 
 
-def test_render_draws_the_landmarks_on_the_person(root, warm_cache, tmp_path):
+def test_render_draws_the_landmarks_on_the_signer(root, warm_cache, tmp_path):
     sample_id = sorted(frames_on_disk(root, SPLIT))[0]
     out = tmp_path / "pictures" / "sheet.png"
     done = run("--root", root, "--cache", warm_cache, "--render", sample_id, "--out", out)
@@ -279,13 +280,23 @@ def test_render_draws_the_landmarks_on_the_person(root, warm_cache, tmp_path):
     raw = np.asarray(Image.open(first_png).convert("RGB"))
     face = np.all(tile == FACE_COLOUR, axis=2)
     assert not np.all(raw == FACE_COLOUR, axis=2).any()  # the colour is the drawing, not the photo
-    x0, y0, x1, y1 = face_box(cached_records(warm_cache)[sample_id], 0)
+    record = cached_records(warm_cache)[sample_id]
+    x0, y0, x1, y1 = face_box(record, 0)
     margin = 3  # dot radius and rounding
     inside = face[max(y0 - margin, 0):y1 + margin, max(x0 - margin, 0):x1 + margin].sum()
     assert inside > 200, f"only {inside} face-coloured pixels in the face box {(x0, y0, x1, y1)}"
     assert face.sum() - inside <= inside // 50, "face dots drawn away from the face"
     pose = np.all(tile == POSE_COLOUR, axis=2)
     assert pose[y0:, :].sum() > 20  # skeleton lines (shoulders) at and below the face
+    for part, colour in (("left_hand", LEFT_HAND_COLOUR), ("right_hand", RIGHT_HAND_COLOUR)):
+        a, b = PART_BOUNDS[part]
+        assert np.any(record.landmarks[0, a:b] != 0), f"the demo sample {sample_id} has no {part} at t=0"
+        assert not np.all(raw == colour, axis=2).any()
+        hand = np.all(tile == colour, axis=2)
+        x0, y0, x1, y1 = face_box(record, 0, part)
+        inside = hand[max(y0 - margin, 0):y1 + margin, max(x0 - margin, 0):x1 + margin].sum()
+        assert inside > 100, f"only {inside} pixels of the {part} skeleton in its box {(x0, y0, x1, y1)}"
+        assert hand.sum() - inside <= inside // 50, f"{part} skeleton drawn away from the hand"
     with Image.open(out.with_suffix(".gif")) as gif:
         assert gif.n_frames == frames_on_disk(root, SPLIT)[sample_id]
 

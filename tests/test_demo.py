@@ -1,12 +1,15 @@
-"""The demo tree: real layouts that read_corpus reads, frames MediaPipe Holistic finds a person in."""
+"""The demo tree: real layouts that read_corpus reads, frames in which MediaPipe Holistic finds hands."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import cv2
+import numpy as np
 import pytest
 
 from phoenix_data.corpus import SPLITS, find_release, read_corpus
@@ -19,8 +22,9 @@ UMLAUTS = set("äöüßÄÖÜ")
 
 
 @pytest.fixture(scope="session")
-def demo_roots(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    return build_demo(tmp_path_factory.mktemp("demo"))
+def demo_roots(demo_tree) -> Dict[str, Path]:
+    """The session's demo tree (conftest), read only."""
+    return demo_tree
 
 
 def _all_files(root: Path) -> Dict[str, bytes]:
@@ -145,13 +149,37 @@ def test_frames_on_disk(demo_roots, release):
                 assert [p.name for p in pngs] == [f"{video}.avi_pid0_fn{t:06d}-0.png" for t in range(len(pngs))]
 
 
-def test_frames_move_and_keep_colours(demo_roots):
-    sample = read_corpus(demo_roots["phoenix-2014-multisigner"], "train")[0]
+@pytest.mark.parametrize("index", [0, 2])  # a signer sample and a person sample
+def test_frames_move_and_keep_colours(demo_roots, index):
+    sample = read_corpus(demo_roots["phoenix-2014-multisigner"], "train")[index]
     frames = [cv2.imread(str(p)) for p in sorted(sample.frames_dir.glob("*.png"))]
     assert all((a != b).any() for a, b in zip(frames, frames[1:])), "consecutive frames are identical"
-    sky = frames[0][:60, -40:].reshape(-1, 3).mean(axis=0)  # top right: blue sky behind her
-    blue, red = sky[0], sky[2]  # cv2 reads BGR; a BGR/RGB mix-up on writing would make the sky orange
-    assert blue > red + 40, f"top-right corner is not blue: BGR mean {sky}"
+    face = frames[0][45:85, 85:125].reshape(-1, 3).mean(axis=0)  # upper middle: the face
+    blue, red = face[0], face[2]  # cv2 reads BGR; a BGR/RGB mix-up on writing would turn skin blue
+    assert red > blue + 25, f"the face is not skin-coloured: BGR mean {face}"
+
+
+def test_samples_are_all_different(demo_roots):
+    firsts = [cv2.imread(str(sorted(s.frames_dir.glob("*.png"))[0]))
+              for root in demo_roots.values() for split in SPLITS for s in read_corpus(root, split)]
+    assert len(firsts) == 21
+    for i, a in enumerate(firsts):
+        for b in firsts[i + 1:]:
+            assert np.abs(a.astype(int) - b).mean() > 2, "two demo samples start with the same picture"
+
+
+def test_package_ships_the_frames_with_their_licence():
+    from phoenix_data.demo import CLIP_FRAMES, FRAMES_DIR
+
+    assert sorted(p.name for p in FRAMES_DIR.glob("*.jpg")) == sorted(
+        [f"signer_{n:02d}.jpg" for n in range(1, 10)] + [f"person_{n:02d}.jpg" for n in range(15, 45)])
+    assert sum(CLIP_FRAMES.values()) == 39
+    licence = (FRAMES_DIR / "LICENSE-pose-format-MIT.txt").read_text()
+    assert "MIT License" in licence and "Amit Moryossef" in licence
+    readme = (FRAMES_DIR / "README.md").read_text()
+    assert "sign-language-processing/pose" in readme and "22a7f2e6c5ba703ab1586913360c913068853b3c" in readme
+    size = sum(p.stat().st_size for p in FRAMES_DIR.iterdir())
+    assert size < 700_000, f"the demo frames take {size} bytes of the wheel"
 
 
 def test_stray_file_in_one_2014t_folder(demo_roots):
@@ -182,21 +210,56 @@ def test_refuses_a_folder_with_a_real_release(tmp_path):
     assert not (tmp_path / MARKER).exists()
 
 
+def _found(holistic, png: Path) -> Tuple[bool, bool, bool, bool]:
+    result = holistic.process(cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB))
+    return tuple(getattr(result, f"{part}_landmarks") is not None
+                 for part in ("pose", "face", "left_hand", "right_hand"))
+
+
 @pytest.mark.in_child  # a Holistic in the pytest process would break DataLoader workers forked later
-def test_holistic_finds_pose_and_face_in_every_frame(demo_roots):
+def test_holistic_finds_both_hands_of_the_signer_and_loses_the_person_s_hand(demo_roots):
     mp = pytest.importorskip("mediapipe")
-    samples = [read_corpus(demo_roots["phoenix-2014-multisigner"], "train")[0],
-               read_corpus(demo_roots["PHOENIX-2014-T"], "train")[1]]
+    signer, person = (read_corpus(demo_roots["phoenix-2014-multisigner"], "train")[i] for i in (0, 2))
     with mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=1) as holistic:
-        for sample in samples:
+        found = {}
+        for sample in (signer, person):
             holistic.reset()  # a new video: no tracking carried over from the last one
-            pngs = sorted(sample.frames_dir.glob("*.png"))
-            assert len(pngs) >= 8
-            for png in pngs:
-                rgb = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
-                result = holistic.process(rgb)
-                assert result.pose_landmarks is not None, f"no pose in {png}"
-                assert result.face_landmarks is not None, f"no face in {png}"
+            found[sample.id] = [_found(holistic, png) for png in sorted(sample.frames_dir.glob("*.png"))]
+    for sample in (signer, person):
+        assert len(found[sample.id]) >= 8
+        assert all(pose and face for pose, face, _, _ in found[sample.id]), f"no pose or face in {sample.id}"
+    assert all(left and right for _, _, left, right in found[signer.id]), found[signer.id]
+    right = [r for _, _, _, r in found[person.id]]
+    assert not any(left for _, _, left, _ in found[person.id])  # the person's left hand is out of view
+    assert len(right) / 2 <= sum(right) < len(right), f"right hand found in {sum(right)} of {len(right)} frames"
+
+
+def _detection_rows(stdout: str) -> Dict[str, List[str]]:
+    lines = stdout.split("Detection (", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return {line.split()[0]: line.split() for line in lines}
+
+
+def test_demo_run_finds_hands_in_most_frames(tmp_path):
+    """The README's first command on 2014-T, then the sanity check's report: hands found, some missing."""
+    out = tmp_path / "demo"
+    warm = subprocess.run([sys.executable, "-m", "phoenix_data.warm", "--demo", "--demo-dir", str(out),
+                           "--release", "2014-T", "--workers", "2"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    check = subprocess.run([sys.executable, "-m", "phoenix_data.check", "--root",
+                            str(out / "PHOENIX-2014-T-release-v3"), "--cache", str(out / "cache")],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr
+    rows = _detection_rows(check.stdout)
+    assert sorted(rows) == sorted(SPLITS)
+    hands = {split: [float(v.rstrip("%")) for v in row[3:7]] for split, row in rows.items()}
+    for split, (pose, face, left, right) in hands.items():
+        assert pose == face == 100.0, check.stdout
+        assert left > 50 and right > 50, f"{split}: hands in too few frames\n{check.stdout}"
+    frames = {split: int(row[2]) for split, row in rows.items()}
+    overall = {side: sum(hands[s][2 + k] * frames[s] for s in SPLITS) / sum(frames.values())
+               for k, side in enumerate(("left", "right"))}
+    assert all(70 < rate < 100 for rate in overall.values()), overall  # mostly found, sometimes missing
 
 
 def test_command_line_prints_the_roots(tmp_path):
@@ -208,3 +271,21 @@ def test_command_line_prints_the_roots(tmp_path):
         line = next(line for line in done.stdout.splitlines() if line.startswith(f"{name}: "))
         root = Path(line.split(": ", 1)[1])
         assert root.is_dir() and find_release(root).name == name
+
+
+def test_a_built_wheel_ships_the_demo_frames(tmp_path):
+    """``pip install .`` (not editable) installs a wheel: it must carry the frames, licence and README."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+        (source / name).write_bytes((REPO / name).read_bytes())
+    shutil.copytree(REPO / "phoenix_data", source / "phoenix_data",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                           str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = (tmp_path / "dist").glob("phoenix_data-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {Path(n).name for n in archive.namelist() if n.startswith("phoenix_data/demo_frames/")}
+    expected = {p.name for p in (REPO / "phoenix_data" / "demo_frames").iterdir()}
+    assert shipped == expected and len(shipped) == 41
