@@ -4,11 +4,12 @@
     python benchmarks/bench_memory.py            # ~1,000 frames per warm-up, 1,000 cached samples (~7 min)
     python benchmarks/bench_memory.py --quick    # smoke run
 
-1. Extraction workers: ``python -m phoenix_data.warm`` with W = 1 .. cores+1 workers on a synthetic 2014-T tree
-   of demo frames (real signing, with hands). Each worker is sampled from outside every 0.2 s
-   (/proc/PID/status VmRSS, RssAnon, RssFile and /proc/PID/smaps_rollup Pss, Private): peaks per worker,
-   medians over workers and rounds; beside them the job's own summary.json peak_rss_mb_per_worker (the
-   worker's ru_maxrss). RSS counts pages a forked worker shares with its parent (torch, numpy, ...) in full; Pss splits them; Private is what the worker adds.
+1. Extraction workers: ``python -m phoenix_data.warm`` with W = 1 .. cores+1 workers on a synthetic 2014-T tree of
+   demo frames (real signing, with hands). Each worker is sampled from outside every 0.2 s (/proc/PID/status VmRSS,
+   RssAnon, RssFile and /proc/PID/smaps_rollup Pss, Private): peaks per worker, medians over workers and rounds;
+   beside them the job's own summary.json peak_rss_mb_per_worker (the worker's ru_maxrss). RSS counts pages a
+   forked worker shares with its parent (torch, numpy, ...) in full; Pss splits them; Private is what the worker
+   adds.
 2. Main process over epochs: PhoenixLandmarks over a warm cache (the synthetic one of bench_reads.py, 1,000
    samples of ~140 frames), DataLoader(num_workers=2, batch_size=8, shuffle, collate_ctc). VmRSS from
    /proc/self/status (psutil is not installed) before the first epoch, after each batch (the peak of an
