@@ -81,16 +81,28 @@ def _max_rss_mb() -> float:
 
 
 def child_profile(root: Path, cache: Path, samples: int) -> dict:
-    """The library's per-sample path (ensure_cached: read, extract, encode, put) under cProfile, in-process."""
-    from phoenix_data.dataset import PhoenixLandmarks
-    from phoenix_data.vocab import Vocabulary
+    """The library's per-sample path (read, extract, encode, put) under cProfile, in this process.
 
-    ds = PhoenixLandmarks(root, SPLIT, cache=cache, release=C.RELEASE, vocab=Vocabulary(()))
-    ds.ensure_cached(0)  # build the Holistic outside the profile
+    What a warm-up worker runs for each sample (fill.py), minus the claim: extract_frames_dir + cache.put.
+    """
+    from phoenix_data.cache import LandmarkCache
+    from phoenix_data.corpus import find_release, read_release_split
+    from phoenix_data.extract import extract_frames_dir
+    from phoenix_data.holistic import ExtractionSettings
+
+    settings = ExtractionSettings()
+    store = LandmarkCache(cache, settings)
+    todo = read_release_split(find_release(root, C.RELEASE), SPLIT)
+
+    def one(index: int) -> int:
+        sample = todo[index]
+        return store.put(sample.key, extract_frames_dir(sample.frames_dir, settings, sample.key)).num_frames
+
+    one(0)  # build the Holistic outside the profile
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
-    frames = sum(ds.ensure_cached(i).frames for i in range(1, 1 + samples))
+    frames = sum(one(i) for i in range(1, 1 + samples))
     profiler.disable()
     wall = time.perf_counter() - start
     out = io.StringIO()
@@ -102,9 +114,9 @@ def child_profile(root: Path, cache: Path, samples: int) -> dict:
             "named": {k: by_name[k] for k in by_name if any(s in k for s in _PROFILE_NAMES)}}
 
 
-_PROFILE_NAMES = ("solution_base.py:process", "extract.py:_fill", "extract.py:_extract_frame",
-                  "frames.py:read_frame_rgb", "cache.py:put", "cache.py:encode_record", "cache.py:decode_record",
-                  "dataset.py:ensure_cached", "extract.py:detection_rates")
+_PROFILE_NAMES = ("solution_base.py:process", "holistic.py:_fill", "holistic.py:_extract_frame",
+                  "frames.py:read_frame_rgb", "cache.py:put", "record.py:encode_record", "record.py:decode_record",
+                  "extract.py:extract_frames_dir", "record.py:detection_rates")
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -124,7 +136,7 @@ def run_warm(root: Path, work: Path, workers: int, tag: str) -> dict:
     cache, reports = work / f"cache-{tag}", work / f"reports-{tag}"
     for path in (cache, reports):
         shutil.rmtree(path, ignore_errors=True)
-    cmd = [sys.executable, "-m", "phoenix_data.warm", "--root", str(root), "--cache", str(cache),
+    cmd = [sys.executable, "-m", "phoenix_data.cli", "warm-cache", "--root", str(root), "--cache", str(cache),
            "--split", SPLIT, "--release", C.RELEASE, "--workers", str(workers), "--report-dir", str(reports),
            "--heartbeat", "600"]
     outer = C.run_command(cmd)
@@ -224,7 +236,7 @@ def print_profile(root: Path, work: Path, samples: int) -> None:
     shutil.rmtree(cache, ignore_errors=True)
     r = C.run_child(SCRIPT, ["profile", str(root), str(cache), str(samples)])
     shutil.rmtree(cache, ignore_errors=True)
-    print(f"\ncProfile of the library's per-sample path (ensure_cached, in-process, {r['frames']} frames, "
+    print(f"\ncProfile of the library's per-sample path (extract_frames_dir + put, in-process, {r['frames']} frames, "
           f"{r['wall_s']:.1f} s):")
     total = r["wall_s"]
     for name, (tottime, cumtime) in sorted(r["named"].items(), key=lambda kv: -kv[1][1]):
