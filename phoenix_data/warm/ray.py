@@ -19,6 +19,7 @@ core idle on each small node (locally, a second worker on 2 cores still gains: b
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -216,12 +217,19 @@ class _RayRunner:
             return
         except self.ray.exceptions.RayTaskError as exc:  # not a FramesError/ValueError: still the sample's
             result = ActorResult(task, self.plan.samples[task].key, None, reason=f"the actor raised: {exc}")
+        except self.ray.exceptions.RayError as exc:  # the result is lost (its worker or node): as a death
+            self.in_flight[ref] = (index, task, order)
+            self._actor_died(index, exc, pending)
+            return
         self._store(result)
 
     def _actor_died(self, index: int, exc: Exception, pending: Deque[int]) -> None:
         """Give the dead actor's samples to the others; the oldest (the one it was running) counts a death."""
         self.state.crashes += 1
-        self.actors.pop(index, None)
+        actor = self.actors.pop(index, None)
+        if actor is not None:  # dead, or unreachable: either way it gets no more samples, nor resources
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
         held = sorted((order, ref, task) for ref, (actor, task, order) in self.in_flight.items() if actor == index)
         for _, ref, _ in held:
             del self.in_flight[ref]
