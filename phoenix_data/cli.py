@@ -201,7 +201,8 @@ def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
 
     s, c = outcome.summary, outcome.summary["counts"]
     fps = f"{s['frames_per_s']:.1f} frames/s" if s["frames_per_s"] else "no frames extracted"
-    workers = f"{s['workers']} worker{'' if s['workers'] == 1 else 's'}"
+    unit = "Ray actor" if "ray" in s else "worker"
+    workers = f"{s['workers']} {unit}{'' if s['workers'] == 1 else 's'}"
     head = {EXIT_INTERRUPTED: "Warm-up interrupted", EXIT_ABORTED: "Warm-up aborted"}.get(
         outcome.exit_status, "Warm-up done")
     lines = [f"{head}: {c['total']} samples: {c['extracted']} extracted, {c['cached']} already cached, "

@@ -34,6 +34,7 @@ except ImportError:  # the test extra installs it; with CI set, a missing Ray fa
         raise
     pytest.skip("Ray is not installed: pip install -e '.[ray]'", allow_module_level=True)
 from ray.cluster_utils import Cluster  # noqa: E402
+
 from phoenix_data.warm.ray import warm_on_ray  # noqa: E402
 
 # Ray's smallest object store; the records pass through it a few at a time.
@@ -208,3 +209,13 @@ def test_a_node_that_cannot_see_the_frames_is_named(cluster, demo_dir, tmp_path,
     assert exit_info.value.code == EXIT_USAGE
     err = capsys.readouterr().err
     assert "Ray node" in err and "node id" in err and "cannot see" in err and str(frames.parent) in err, err
+
+
+def test_without_ray_installed_the_error_gives_the_install_command(demo_dir, tmp_path):
+    """Ray hidden from a fresh interpreter: --ray fails with exit 2 and the pip command, no traceback."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from phoenix_data.cli import warm_main\n"
+            f"sys.exit(warm_main(['--root', {str(demo_dir)!r}, '--cache', {str(tmp_path / 'c')!r}, '--ray']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert "pip install -e '.[ray]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -30,11 +30,11 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 from ..cache import CacheError, CacheRecordError
 from ..fill import Outcome, SampleStatus, cached_frames
+from ..ray_actor import ActorResult, WarmActor
 from ..record import decode_record
 from . import WarmOutcome, _finish
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
 from .progress import make_progress
-from ..ray_actor import ActorResult, WarmActor
 from .report import METRICS_FILE, MetricsWriter
 from .run import RunState, TaskResult
 
@@ -306,5 +306,6 @@ class _RayRunner:
         for entry in nodes.values():
             entry["frames_per_s"] = round(entry["frames"] / wall, 3) if wall > 0 else None
         return {"address": self.ray.get_runtime_context().gcs_address, "actors_started": len(self.where),
-                "actor_num_cpus": ACTOR_CPUS, "actors_start_seconds": round(self.start_seconds, 3), "actor_deaths": state.crashes, "nodes": nodes,
+                "actor_num_cpus": ACTOR_CPUS, "actors_start_seconds": round(self.start_seconds, 3),
+                "actor_deaths": state.crashes, "nodes": nodes,
                 "sample_nodes": {self.plan.samples[t].key: n for t, n in sorted(self.nodes.items())}}
