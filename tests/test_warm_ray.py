@@ -22,7 +22,7 @@ from helpers import MULTI, RUN_TIMEOUT, ci_is_set, metrics_rows, read_json, run_
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli import warm_main
 from phoenix_data.corpus import RELEASES, find_release, read_release_split
-from phoenix_data.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from phoenix_data.exit_codes import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.testing import FakeExtractorSettings
 from phoenix_data.warm import WarmOptions, warm
@@ -134,6 +134,29 @@ def test_an_actor_killed_mid_run_leaves_every_sample_done(cluster, demo_dir, tmp
     assert len({row["worker_pid"] for row in metrics_rows(cache)} - {str(p) for p in killed}) == 1
     for key, record in decoded(cache, SLOW_FAKE, keys).items():
         assert record.num_frames > 0, key
+
+
+def test_no_actor_left_exits_3_saying_rerun(cluster, demo_dir, tmp_path):
+    """The only actor killed: the run stops with exit 3 and "rerun"; what finished stays cached."""
+    cache = tmp_path / "cache"
+
+    def kill_the_actor() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not metrics_rows(cache):
+            time.sleep(0.02)
+        rows = metrics_rows(cache)
+        if rows:
+            os.kill(int(rows[0]["worker_pid"]), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_actor)
+    killer.start()
+    outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=1)
+    killer.join()
+    assert outcome.exit_status == EXIT_ABORTED, outcome.summary
+    assert "rerun" in outcome.summary["aborted"] and outcome.summary["counts"]["remaining"] > 0
+    done = [k for k in demo_keys(demo_dir) if k in {f"{r['release']}/{r['split']}/{r['id']}" for r in
+                                                    metrics_rows(cache)}]
+    decoded(cache, SLOW_FAKE, done)
 
 
 DRIVER = textwrap.dedent("""
