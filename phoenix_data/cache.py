@@ -291,8 +291,16 @@ class LandmarkCache:
 
         Returns the record as stored (float16-rounded), the same values every later read gives.
         """
-        self._require_writable()
         data = encode_record(record, key)
+        self.put_encoded(key, data)
+        return decode_record(data, key)
+
+    def put_encoded(self, key: str, data: bytes) -> None:
+        """Store one record already encoded by ``encode_record(record, key)`` (e.g. by a Ray actor on
+        another node) in its own commit; clears a failure of ``key``. Checks the record's header
+        (identity, points, frames, length) before writing, so a damaged transfer never lands."""
+        self._require_writable()
+        decode_header(data, key, self.settings.num_points)
         samples, failures, meta = self._db(b"samples"), self._db(b"failures"), self._db(b"meta")
         fingerprint = self.settings.fingerprint()
 
@@ -308,7 +316,6 @@ class LandmarkCache:
             txn.delete(db_key(key), db=failures)
 
         self._with_map_retry(write, len(data), f"the record of {key!r}")
-        return decode_record(data, key)
 
     def discard(self, keys: Iterable[str]) -> int:
         """Delete the records of ``keys`` in one commit, so that they are extracted again; returns how

@@ -140,6 +140,11 @@ def build_warm_parser() -> argparse.ArgumentParser:
     how.add_argument("--workers", type=_non_negative(int, "a whole number", "0 extracts in one helper process"),
                      default=None, help="worker processes (default: one per core, at most one per GiB of free "
                                         "memory); 0 extracts in one helper process")
+    how.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="extract with Ray actors on a cluster; the cache stays on this machine. Without "
+                          "ADDRESS: the cluster RAY_ADDRESS or a running `ray start --head` names, else a "
+                          "new local one. --workers then counts actors (default: one per cluster CPU, at "
+                          "most one per GiB of its memory). Needs: pip install -e '.[ray]'")
     how.add_argument("--retry-failed", action="store_true", help="try samples that failed before again")
     how.add_argument("--allow-failures", action="store_true", help="exit 0 even when samples failed")
     how.add_argument("--overwrite", action="store_true",
@@ -197,7 +202,8 @@ def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
 
     s, c = outcome.summary, outcome.summary["counts"]
     fps = f"{s['frames_per_s']:.1f} frames/s" if s["frames_per_s"] else "no frames extracted"
-    workers = f"{s['workers']} worker{'' if s['workers'] == 1 else 's'}"
+    unit = "Ray actor" if "ray" in s else "worker"
+    workers = f"{s['workers']} {unit}{'' if s['workers'] == 1 else 's'}"
     head = {EXIT_INTERRUPTED: "Warm-up interrupted", EXIT_ABORTED: "Warm-up aborted"}.get(
         outcome.exit_status, "Warm-up done")
     lines = [f"{head}: {c['total']} samples: {c['extracted']} extracted, {c['cached']} already cached, "
@@ -257,9 +263,26 @@ def _warm(argv: Optional[Sequence[str]]) -> int:
         parser.exit(EXIT_ABORTED, f"{parser.prog}: error: {exc}\n")
     except (CorpusError, CacheError, OSError, lmdb.Error) as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
-    outcome = warm(options, plan)
+    if args.ray is not None:
+        outcome = _warm_on_ray(parser, args, options, plan)
+    else:
+        outcome = warm(options, plan)
     print("\n".join(warm_report(outcome, options.root if args.demo else None)))
     return outcome.exit_status
+
+
+def _warm_on_ray(parser: argparse.ArgumentParser, args: argparse.Namespace, options: "WarmOptions",
+                 plan) -> "WarmOutcome":
+    """``--ray``: the same job with Ray actors; Ray is imported only here."""
+    from .warm.ray import RayWarmError, warm_on_ray  # noqa: PLC0415
+
+    if args.workers == 0:
+        parser.error("--workers 0 (one local helper process) has no meaning with --ray; give the number of "
+                     "actors, or leave --workers out for one per cluster CPU.")
+    try:
+        return warm_on_ray(options, plan, address=args.ray or None, actors=args.workers)
+    except RayWarmError as exc:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
 
 
 def warm_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -73,10 +73,13 @@ def warm(options: WarmOptions, plan: Optional[WarmPlan] = None) -> WarmOutcome:
     return _finish(options, plan, state, reports)
 
 
-def _finish(options: WarmOptions, plan: WarmPlan, state: RunState, reports: Path) -> WarmOutcome:
+def _finish(options: WarmOptions, plan: WarmPlan, state: RunState, reports: Path,
+            extra: Optional[dict] = None) -> WarmOutcome:
+    """Write summary.json (with ``extra``'s entries, e.g. a Ray run's nodes) and failed_samples.json."""
     late = count_late_commits(plan, state) if (state.interrupted or state.aborted) else (0, 0)
     status = exit_status(options, plan, state)
     summary, failed = summarize(options, plan, state, status, late), failed_samples(plan, state)
+    summary.update(extra or {})
     outcome = WarmOutcome(summary, failed, status, reports / SUMMARY_FILE, reports / FAILED_FILE,
                           reports / METRICS_FILE)
     try:

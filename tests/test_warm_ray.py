@@ -1,0 +1,244 @@
+"""The warm-up on a real Ray cluster (no mocks): a head and a second node on this machine, one CPU each.
+
+The cluster starts once for the module (a Ray node takes seconds to start). Most runs use the fast
+fake extractor (``phoenix_data.testing``): the point there is Ray's part (actors, faults, Ctrl+C,
+resume); one test runs real MediaPipe and compares with a local warm-up of the same samples.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import MULTI, RUN_TIMEOUT, ci_is_set, metrics_rows, read_json, run_warm
+
+from phoenix_data.cache import LandmarkCache
+from phoenix_data.cli import warm_main
+from phoenix_data.corpus import RELEASES, find_release, read_release_split
+from phoenix_data.exit_codes import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.testing import FakeExtractorSettings
+from phoenix_data.warm import WarmOptions, warm
+
+try:
+    import ray
+except ImportError:  # the test extra installs it; with CI set, a missing Ray fails here instead of skipping
+    if ci_is_set():
+        raise
+    pytest.skip("Ray is not installed: pip install -e '.[ray]'", allow_module_level=True)
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from phoenix_data.warm.ray import warm_on_ray  # noqa: E402
+
+# Ray's smallest object store; the records pass through it a few at a time.
+OBJECT_STORE_BYTES = 80 << 20
+# A fake that takes ~20 ms a frame: a run of the demo tree (231 frames, 2 actors) lasts a few
+# seconds, long enough to kill an actor or interrupt the driver in the middle of it.
+SLOW_FAKE = FakeExtractorSettings(delay=0.02)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a second node, one CPU each, and this process connected as the driver."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES})
+    cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def demo_keys(root: Path) -> list:
+    return [s.key for name in RELEASES for split in ("train", "dev", "test")
+            for s in read_release_split(find_release(root, name), split)]
+
+
+def decoded(cache: Path, settings, keys) -> dict:
+    """key -> record, every record decoded (checksum included): a damaged one fails here."""
+    store = LandmarkCache(cache, settings, readonly=True)
+    with store.session():
+        records = {key: store.get(key) for key in keys}
+    missing = [key for key, record in records.items() if record is None]
+    assert not missing, f"not cached: {missing}"
+    return records
+
+
+def test_two_nodes_warm_the_demo_tree_completely(cluster, demo_dir, tmp_path):
+    outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=tmp_path / "cache", settings=FakeExtractorSettings()),
+                          actors=2)
+    assert outcome.exit_status == EXIT_OK, outcome.summary
+    keys = demo_keys(demo_dir)
+    assert outcome.summary["counts"] == {"total": len(keys), "extracted": len(keys), "cached": 0, "failed": 0,
+                                         "remaining": 0}
+    nodes = outcome.summary["ray"]["nodes"]
+    assert len(nodes) == 2, f"samples ran on {list(nodes)}, not on both nodes"
+    assert sum(n["samples"] for n in nodes.values()) == len(keys)
+    assert all(n["frames_per_s"] > 0 and n["peak_rss_mb_per_actor"] for n in nodes.values())
+    assert sorted(outcome.summary["ray"]["sample_nodes"]) == sorted(keys)
+    assert read_json(outcome.summary_path)["ray"]["nodes"] == nodes
+    assert len(metrics_rows(outcome.metrics_path.parent)) == len(keys)
+    decoded(tmp_path / "cache", FakeExtractorSettings(), keys)
+
+
+@pytest.mark.mediapipe
+def test_mediapipe_on_two_nodes_equals_a_local_warm_up(cluster, demo_dir, tmp_path):
+    """Real MediaPipe in the actors; the same samples warmed locally (a subprocess, one worker)."""
+    scope = ("--release", "multisigner", "--split", "dev")
+    local = run_warm("--root", demo_dir, "--cache", tmp_path / "local", "--workers", 1, *scope)
+    assert local.returncode == 0, local.stderr
+    args = ["--root", str(demo_dir), "--cache", str(tmp_path / "ray"), *scope, "--workers", "2", "--ray",
+            cluster.address]
+    assert warm_main(args) == EXIT_OK
+    summary = read_json(tmp_path / "ray" / "summary.json")
+    keys = [s.key for s in read_release_split(find_release(demo_dir, MULTI), "dev")]
+    assert summary["counts"]["extracted"] == len(keys) and len(summary["ray"]["nodes"]) == 2
+    ours, theirs = (decoded(tmp_path / name, ExtractionSettings(), keys) for name in ("ray", "local"))
+    for key in keys:
+        np.testing.assert_array_equal(ours[key].presence(), theirs[key].presence(), err_msg=key)
+        # float16 storage: one step is 2**-10 relative (2**-11 absolute below 1)
+        np.testing.assert_allclose(ours[key].landmarks, theirs[key].landmarks, rtol=2**-10, atol=2**-11,
+                                   err_msg=key)
+
+
+def test_an_actor_killed_mid_run_leaves_every_sample_done(cluster, demo_dir, tmp_path):
+    cache = tmp_path / "cache"
+    killed = []
+
+    def kill_one_actor() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(metrics_rows(cache)) < 3:
+            time.sleep(0.02)
+        rows = metrics_rows(cache)
+        if rows:
+            os.kill(int(rows[0]["worker_pid"]), signal.SIGKILL)
+            killed.append(int(rows[0]["worker_pid"]))
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=2)
+    killer.join()
+    assert killed, "no sample finished: the actor was never killed"
+    keys = demo_keys(demo_dir)
+    assert outcome.exit_status == EXIT_OK, outcome.summary
+    assert outcome.summary["ray"]["actor_deaths"] == 1
+    assert outcome.summary["counts"]["extracted"] == len(keys)
+    assert len({row["worker_pid"] for row in metrics_rows(cache)} - {str(p) for p in killed}) == 1
+    for key, record in decoded(cache, SLOW_FAKE, keys).items():
+        assert record.num_frames > 0, key
+
+
+def test_no_actor_left_exits_3_saying_rerun(cluster, demo_dir, tmp_path):
+    """The only actor killed: the run stops with exit 3 and "rerun"; what finished stays cached."""
+    cache = tmp_path / "cache"
+
+    def kill_the_actor() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not metrics_rows(cache):
+            time.sleep(0.02)
+        rows = metrics_rows(cache)
+        if rows:
+            os.kill(int(rows[0]["worker_pid"]), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_actor)
+    killer.start()
+    outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=1)
+    killer.join()
+    assert outcome.exit_status == EXIT_ABORTED, outcome.summary
+    assert "rerun" in outcome.summary["aborted"] and outcome.summary["counts"]["remaining"] > 0
+    done = [k for k in demo_keys(demo_dir) if k in {f"{r['release']}/{r['split']}/{r['id']}" for r in
+                                                    metrics_rows(cache)}]
+    decoded(cache, SLOW_FAKE, done)
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from phoenix_data.cli import _guarded, _set_up_logging
+    from phoenix_data.testing import FakeExtractorSettings
+    from phoenix_data.warm import WarmOptions
+
+    def run():
+        from phoenix_data.warm.ray import warm_on_ray
+        options = WarmOptions(root=Path(sys.argv[1]), cache=Path(sys.argv[2]),
+                              settings=FakeExtractorSettings(delay=0.02), heartbeat=0)
+        return warm_on_ray(options, address=sys.argv[3], actors=2).exit_status
+
+    _set_up_logging(False, 20)
+    sys.exit(_guarded("warm", run))
+""")
+
+
+def test_ctrl_c_exits_130_and_a_rerun_completes(cluster, demo_dir, tmp_path):
+    cache = tmp_path / "cache"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), str(demo_dir), str(cache), cluster.address],
+                                stderr=err, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while len(metrics_rows(cache)) < 2:
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert time.monotonic() < deadline, "no sample finished in 90 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=RUN_TIMEOUT) == EXIT_INTERRUPTED, (tmp_path / "stderr.txt").read_text()
+    summary = read_json(cache / "summary.json")
+    keys = demo_keys(demo_dir)
+    assert summary["interrupted"] and 0 < summary["counts"]["extracted"] < len(keys), summary["counts"]
+    done = summary["counts"]["extracted"]
+    rerun = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=2)
+    assert rerun.exit_status == EXIT_OK
+    assert rerun.summary["counts"]["cached"] == done
+    assert rerun.summary["counts"]["extracted"] == len(keys) - done
+    decoded(cache, SLOW_FAKE, keys)
+
+
+def test_resume_after_a_partial_local_warm_up_extracts_only_what_is_missing(cluster, demo_dir, tmp_path):
+    cache, settings = tmp_path / "cache", FakeExtractorSettings()
+    local = warm(WarmOptions(root=demo_dir, cache=cache, release="multisigner", workers=0, settings=settings))
+    assert local.exit_status == EXIT_OK
+    first = {row["id"] for row in metrics_rows(cache)}
+    assert first
+    outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=settings), actors=2)
+    keys = demo_keys(demo_dir)
+    assert outcome.exit_status == EXIT_OK
+    assert outcome.summary["counts"]["cached"] == local.summary["counts"]["extracted"]
+    assert outcome.summary["sent_to_workers"] == len(keys) - local.summary["counts"]["extracted"]
+    sent = set(outcome.summary["ray"]["sample_nodes"])
+    assert not sent & {k for k in keys if k.startswith(MULTI + "/")}, "cached samples were extracted again"
+    decoded(cache, settings, keys)
+
+
+def test_a_node_that_cannot_see_the_frames_is_named(cluster, demo_dir, tmp_path, capsys):
+    """Frames moved away after the plan: every node misses them; the error names a node and the path."""
+    root = tmp_path / "tree"
+    subprocess.run(["cp", "-r", str(demo_dir), str(root)], check=True)
+    release = find_release(root, "2014-T")
+    frames = read_release_split(release, "dev")[0].frames_dir
+    hidden = frames.parent.with_name("moved-away")
+    frames.parent.rename(hidden)
+    with pytest.raises(SystemExit) as exit_info:
+        warm_main(["--root", str(root), "--release", "2014-T", "--split", "dev", "--cache", str(tmp_path / "c"),
+                   "--ray", cluster.address])
+    assert exit_info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Ray node" in err and "node id" in err and "cannot see" in err and str(frames.parent) in err, err
+
+
+def test_without_ray_installed_the_error_gives_the_install_command(demo_dir, tmp_path):
+    """Ray hidden from a fresh interpreter: --ray fails with exit 2 and the pip command, no traceback."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from phoenix_data.cli import warm_main\n"
+            f"sys.exit(warm_main(['--root', {str(demo_dir)!r}, '--cache', {str(tmp_path / 'c')!r}, '--ray']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert "pip install -e '.[ray]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
