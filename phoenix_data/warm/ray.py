@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from datetime import datetime
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..cache import CacheError, CacheRecordError
 from ..fill import Outcome, SampleStatus, cached_frames
@@ -110,7 +110,7 @@ class _RayRunner:
     def __init__(self, plan: WarmPlan, options: WarmOptions) -> None:
         self.ray, self.plan, self.options = import_ray(), plan, options
         self.state = RunState()
-        self.actors: Dict[int, object] = {}  # live actors by index
+        self.actors: Dict[int, Any] = {}  # live actors by index (Ray actor handles: typed as Any by Ray)
         self.where: Dict[int, dict] = {}  # actor index -> node, node_id, pid
         self.in_flight: Dict[object, Tuple[int, int, int]] = {}  # ref -> (actor, task, order sent)
         self.deaths: Dict[int, int] = collections.Counter()  # task -> actors that died running it
@@ -291,7 +291,8 @@ class _RayRunner:
 
     def report(self, state: RunState) -> dict:
         """The Ray part of summary.json: the node of each sample; per node samples, frames/s, peak RSS."""
-        wall, nodes = state.wall_seconds, {}
+        wall = state.wall_seconds
+        nodes: Dict[str, Dict[str, Any]] = {}
         hosts = {w["node_id"]: w["node"] for w in self.where.values()}
         for result in state.results:
             node_id = self.nodes.get(result.task)
