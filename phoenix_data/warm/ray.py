@@ -36,7 +36,7 @@ from . import WarmOutcome, _finish
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
 from .progress import make_progress
 from .report import METRICS_FILE, MetricsWriter
-from .run import RunState, TaskResult
+from .run import RunState, TaskResult, take_result
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +270,7 @@ class _RayRunner:
         self._record(TaskResult(result.task, status, result.cpu_seconds, result.max_rss_mb))
 
     def _record(self, result: TaskResult) -> None:
-        self.state.results.append(result)
-        self.metrics.write(self.plan, result)
-        failed = result.status.outcome == Outcome.FAILED
-        self.progress.update(failed, result.status.frames if result.status.outcome == Outcome.EXTRACTED else 0)
-        if failed:
-            self.progress.note(f"[warm] failed: {result.status.key}: {result.status.reason}")
+        take_result(self.plan, self.state, self.metrics, self.progress, result)
 
     def _drain_finished(self) -> None:
         """After Ctrl+C: write the results that have already arrived; drop the rest."""

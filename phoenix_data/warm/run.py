@@ -142,6 +142,16 @@ class _Round:
     suspects: List[int] = field(default_factory=list)  # samples the workers held then
 
 
+def take_result(plan: WarmPlan, state: RunState, metrics, progress: Progress, result: TaskResult) -> None:
+    """One sample's final result, whoever ran it (local workers, Ray actors): state, metrics.csv, progress."""
+    state.results.append(result)
+    metrics.write(plan, result)
+    failed = result.status.outcome == Outcome.FAILED
+    progress.update(failed, result.status.frames if result.status.outcome == Outcome.EXTRACTED else 0)
+    if failed:
+        progress.note(f"[warm] failed: {result.status.key}: {result.status.reason}")
+
+
 class _Runner:
     """One run: rounds of workers over what is left, results recorded as they arrive."""
 
@@ -154,14 +164,8 @@ class _Runner:
         if result.fatal:
             self.state.aborted, self.state.fatal = result.fatal, True
             return False
-        if result.status.outcome == Outcome.DEFERRED:
-            return True
-        self.state.results.append(result)
-        self.metrics.write(self.plan, result)
-        failed = result.status.outcome == Outcome.FAILED
-        self.progress.update(failed, result.status.frames if result.status.outcome == Outcome.EXTRACTED else 0)
-        if failed:
-            self.progress.note(f"[warm] failed: {result.status.key}: {result.status.reason}")
+        if result.status.outcome != Outcome.DEFERRED:
+            take_result(self.plan, self.state, self.metrics, self.progress, result)
         return True
 
     def run_round(self, tasks: List[int], wait: float) -> _Round:
