@@ -356,9 +356,10 @@ def _raise_if_differs(path: Path, stored: dict, identity: dict) -> None:
     if stored.get("fingerprint") == identity["fingerprint"]:
         return
     diffs = []
-    for name in ("mediapipe", "schema"):
-        if stored.get(name) != identity[name]:
-            diffs.append(f"{name}: cache {stored.get(name)!r}, now {identity[name]!r}")
+    # caches from before backends existed hold legacy records and no "backend" entry
+    for name, default in (("backend", "legacy"), ("mediapipe", None), ("schema", None), ("model_bundle_sha256", None)):
+        if stored.get(name, default) != identity.get(name, default):
+            diffs.append(f"{name}: cache {stored.get(name, default)!r}, now {identity.get(name, default)!r}")
     old, new = stored.get("settings", {}), identity["settings"]
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):

@@ -1,4 +1,9 @@
-"""MediaPipe Holistic behind the extractor seam: its settings (the default) and its extractor.
+"""MediaPipe Holistic behind the extractor seam: its settings (the default) and the legacy extractor.
+
+Two backends run it. ``legacy``: ``mp.solutions.holistic`` of mediapipe 0.10.21, whose wheel holds
+the models (Python 3.9-3.12). ``tasks``: the Tasks API's HolisticLandmarker on a bundle built from
+those same models (``holistic_tasks``, ``model_bundle``), the one backend of mediapipe 1.x
+(Python 3.13+). The default is ``legacy`` where mediapipe is older than 0.10.30, ``tasks`` elsewhere.
 
 Layout (pose-format's order): pose 33, face 468 (478 with refined landmarks), left hand 21,
 right hand 21. A part not found in a frame is zeros with confidence 0.
@@ -17,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -27,8 +32,11 @@ from .record import FACE_POINTS, FACE_POINTS_REFINED, NUM_POINTS, PARTS, SCHEMA_
 if TYPE_CHECKING:  # for the annotations only: importing mediapipe is heavy (and it has no type hints)
     from mediapipe.python.solutions.holistic import Holistic
 
+    from .holistic_tasks import TasksHolisticExtractor
+
 log = logging.getLogger(__name__)
 
+LEGACY_MEDIAPIPE = "0.10.21"
 _COMPLEXITY_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite",
                       2: "pose_landmark_heavy.tflite"}
 
@@ -38,6 +46,25 @@ def mediapipe_version() -> str:
         return metadata.version("mediapipe")
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+BACKENDS = ("legacy", "tasks")
+
+
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def default_backend() -> str:
+    """``legacy`` where the installed mediapipe still has ``mp.solutions`` (< 0.10.30), else ``tasks``."""
+    version = mediapipe_version()
+    if version == "not installed":
+        return "legacy"
+    return "legacy" if _version_tuple(version) < (0, 10, 30) else "tasks"
 
 
 def _pose_model_path(model_complexity: int) -> Optional[Path]:
@@ -60,8 +87,27 @@ class ExtractionSettings:
     # False: track within a video, with reset() between videos.
     static_image_mode: bool = False
     smooth_landmarks: bool = True
+    # "legacy" or "tasks"; None: the default for the installed mediapipe (default_backend()).
+    backend: Optional[str] = None
+    # tasks backend: a .task bundle; None: the models folder's, built on first need (model_bundle).
+    model_bundle: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.backend is None:
+            object.__setattr__(self, "backend", default_backend())
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; expected one of {', '.join(map(repr, BACKENDS))}.")
+        if self.model_bundle is not None:
+            if self.backend != "tasks":
+                raise ValueError(f"model_bundle={self.model_bundle!r} is for backend='tasks' (this is "
+                                 f"backend={self.backend!r}).")
+            object.__setattr__(self, "model_bundle", str(Path(self.model_bundle).expanduser()))
+        if self.backend == "tasks" and self.model_complexity != 1:
+            raise ValueError(f"model_complexity={self.model_complexity!r} with backend='tasks': its bundle holds "
+                             "the full pose model only; use model_complexity=1.")
+        if self.backend == "tasks" and not self.smooth_landmarks:
+            raise ValueError("smooth_landmarks=False with backend='tasks': the HolisticLandmarker has no such "
+                             "switch; leave it True, or use backend='legacy' (mediapipe 0.10.21).")
         if self.model_complexity not in _COMPLEXITY_MODELS:
             raise ValueError(f"model_complexity={self.model_complexity!r}; expected one of 0, 1, 2 "
                              "(1 is the model bundled with mediapipe 0.10.21).")
@@ -78,8 +124,18 @@ class ExtractionSettings:
         return asdict(self)
 
     def identity(self) -> dict:
-        """Everything a cached record depends on."""
-        return {"settings": self.as_dict(), "mediapipe": mediapipe_version(), "schema": SCHEMA_VERSION}
+        """Everything a cached record depends on.
+
+        Legacy: the same dict as before backends existed, so caches made then still open. Tasks: the
+        backend and the bundle's SHA-256 too (building the default bundle if it is missing).
+        """
+        settings = {k: v for k, v in self.as_dict().items() if k not in ("backend", "model_bundle")}
+        identity = {"settings": settings, "mediapipe": mediapipe_version(), "schema": SCHEMA_VERSION}
+        if self.backend == "tasks":
+            from .model_bundle import load_bundle  # noqa: PLC0415 - only the tasks backend needs it
+
+            identity.update(backend="tasks", model_bundle_sha256=load_bundle(self.model_bundle).sha256)
+        return identity
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True).encode()
@@ -88,11 +144,29 @@ class ExtractionSettings:
     def check_ready(self) -> None:
         self.check_model_installed()
 
-    def build(self) -> "HolisticExtractor":
+    def build(self) -> Union["HolisticExtractor", "TasksHolisticExtractor"]:
+        if self.backend == "tasks":
+            from .holistic_tasks import TasksHolisticExtractor  # noqa: PLC0415 - holistic_tasks imports this module
+
+            return TasksHolisticExtractor(self)
         return HolisticExtractor(self)
 
     def check_model_installed(self) -> None:
-        """Refuse a complexity whose model mediapipe would download at construction (no network here)."""
+        """Refuse what cannot run here: a backend the installed mediapipe lacks, a missing model or bundle."""
+        if self.backend == "tasks":
+            from .model_bundle import load_bundle  # noqa: PLC0415 - only the tasks backend needs it
+
+            bundle = load_bundle(self.model_bundle)
+            if self.refine_face_landmarks and bundle.face_points < FACE_POINTS_REFINED:
+                raise ValueError(
+                    f"refine_face_landmarks=True with backend='tasks' needs a bundle with the refined face model "
+                    f"(478 points: an official holistic_landmarker.task, `phoenix-models build --from FILE.task`); "
+                    f"{bundle.path} is built from mediapipe {LEGACY_MEDIAPIPE}'s 468-point face model.")
+            return
+        version = mediapipe_version()
+        if version != "not installed" and _version_tuple(version) >= (0, 10, 30):
+            raise ValueError(f"backend='legacy' needs mediapipe {LEGACY_MEDIAPIPE} (mp.solutions.holistic); this is "
+                             f"mediapipe {version}, which has only the Tasks API: use backend='tasks'.")
         path = _pose_model_path(self.model_complexity)
         if path is not None and not path.is_file():
             raise ValueError(
@@ -127,7 +201,7 @@ class HolisticExtractor:
 
         s = self.settings
         log.debug("building MediaPipe Holistic in pid %d with %s", os.getpid(), s)
-        _BUILDS[os.getpid()] = _BUILDS.get(os.getpid(), 0) + 1
+        count_build()
         return mp.solutions.holistic.Holistic(
             static_image_mode=s.static_image_mode, model_complexity=s.model_complexity,
             smooth_landmarks=s.smooth_landmarks, refine_face_landmarks=s.refine_face_landmarks,
@@ -205,6 +279,10 @@ def _release_freed_memory() -> None:
 
 # pid -> Holistic instances built in that process (tests check the main process builds none).
 _BUILDS: Dict[int, int] = {}
+
+
+def count_build() -> None:
+    _BUILDS[os.getpid()] = _BUILDS.get(os.getpid(), 0) + 1
 
 
 def holistic_builds(pid: Optional[int] = None) -> int:
