@@ -4,7 +4,8 @@ Nothing else in the package prints. Heavy modules (torch, MediaPipe) are importe
 commands, after the Ctrl+C handler is in place, so that Ctrl+C during start-up exits 130 quietly.
 
 ``python -m phoenix_data.cli warm-cache ...`` and ``python -m phoenix_data.cli dataset ...`` run
-the same commands as the console scripts.
+the same commands as the console scripts. ``phoenix-models`` (the tasks backend's model bundle) is
+in ``cli_models``.
 """
 from __future__ import annotations
 
@@ -95,6 +96,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default 0.5")
     group.add_argument("--static-image-mode", action="store_true",
                        help="detect in every frame instead of tracking within a video")
+    group.add_argument("--backend", choices=("legacy", "tasks"), default=None,
+                       help="legacy: mp.solutions.holistic (mediapipe 0.10.21); tasks: HolisticLandmarker on a "
+                            "bundle built offline (phoenix-models). Default: legacy where mediapipe 0.10.21 is "
+                            "installed, tasks elsewhere")
+    group.add_argument("--model-bundle", type=Path, default=None, metavar="FILE.task",
+                       help="tasks backend: this bundle instead of the one `phoenix-models build` writes")
     parser.add_argument("--verbose", action="store_true",
                         help="also show MediaPipe's own log lines (hidden by default)")
 
@@ -102,10 +109,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> "ExtractionSettings":
     from .holistic import ExtractionSettings  # noqa: PLC0415
 
-    return ExtractionSettings(model_complexity=args.model_complexity, refine_face_landmarks=args.refine_face,
-                              min_detection_confidence=args.min_detection_confidence,
-                              min_tracking_confidence=args.min_tracking_confidence,
-                              static_image_mode=args.static_image_mode)
+    settings = ExtractionSettings(model_complexity=args.model_complexity, refine_face_landmarks=args.refine_face,
+                                  min_detection_confidence=args.min_detection_confidence,
+                                  min_tracking_confidence=args.min_tracking_confidence,
+                                  static_image_mode=args.static_image_mode, backend=args.backend,
+                                  model_bundle=None if args.model_bundle is None else str(args.model_bundle))
+    settings.check_ready()  # ValueError (the bundle's BundleError too) says what to do; tasks: builds the bundle
+    return settings
 
 
 def _set_up_logging(verbose: bool, level: int) -> None:
@@ -322,11 +332,11 @@ def _check(argv: Optional[Sequence[str]]) -> int:
         parser.error("--render ID and --out PATH go together: which sample, and where its contact sheet goes.")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}; expected 1 or more.")
+    _set_up_logging(args.verbose, logging.WARNING)
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    _set_up_logging(args.verbose, logging.WARNING)
     logging.getLogger("phoenix_data").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     import lmdb  # noqa: PLC0415
 

@@ -43,6 +43,7 @@ class TasksHolisticExtractor:
         self.settings = settings
         self.bundle = load_bundle(settings.model_bundle)  # checks the digest; a setting problem, not a sample's
         self._landmarker: Any = None
+        self._used = False  # whether the landmarker has seen a frame since it was built or restarted
 
     def _create(self) -> Any:
         # Only extracting processes get here (workers, the isolated helper), never a user's main process.
@@ -78,19 +79,19 @@ class TasksHolisticExtractor:
 
     def _fresh(self) -> None:
         """A landmarker that remembers nothing: restarted (mediapipe 0.10.x, ~0.12 s) or built anew (~0.2 s)."""
+        if self._landmarker is not None and not self._used:
+            return
         runner = getattr(self._landmarker, "_runner", None)
         if runner is not None and hasattr(runner, "restart"):
             runner.restart()
-            return
-        self.close()
-        self._landmarker = self._create()
+        else:
+            self.close()
+            self._landmarker = self._create()
+        self._used = False
 
     def extract(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
         """Landmarks of one video from its RGB uint8 frames [H, W, 3], in time order."""
-        if self._landmarker is None:
-            self._landmarker = self._create()
-        elif not self.settings.static_image_mode:
-            self._fresh()  # a fresh timeline: nothing tracked from the previous video
+        self._fresh()  # a fresh timeline: nothing tracked from the previous video (or frame)
         try:
             return self._extract_video(frames)
         except BaseException:
@@ -109,10 +110,11 @@ class TasksHolisticExtractor:
         size: Optional[Tuple[int, int]] = None
         for index, frame in enumerate(frames):
             size = check_frame(frame, index, size)
-            if not video and index:
+            if not video:
                 # IMAGE mode is not stateless: the graph still tracks from the previous call (measured:
                 # pose off by 0.02 from a fresh landmarker's by the 2nd frame). Static means fresh.
                 self._fresh()
+            self._used = True
             image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
             parts = _detect(self._landmarker, image, index * FRAME_MS if video else None)
             points, conf, part_found = _frame_arrays(parts, n)
@@ -128,6 +130,7 @@ class TasksHolisticExtractor:
         if self._landmarker is not None:
             self._landmarker.close()
             self._landmarker = None
+        self._used = False
 
 
 _STREAMS = ("pose_landmarks", "face_landmarks", "left_hand_landmarks", "right_hand_landmarks")  # PARTS' order

@@ -58,9 +58,12 @@ class BundleError(ValueError):
     """A bundle that is missing, damaged or not a HolisticLandmarker bundle; the message says the fix."""
 
 
+MODELS_ENV = "PHOENIX_DATA_MODELS"
+
+
 def default_models_dir() -> Path:
-    if os.environ.get("PHOENIX_DATA_MODELS"):
-        return Path(os.environ["PHOENIX_DATA_MODELS"]).expanduser()
+    if os.environ.get(MODELS_ENV):
+        return Path(os.environ[MODELS_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "phoenix_data" / "models"
 

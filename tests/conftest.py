@@ -173,7 +173,8 @@ def _no_holistic_in_the_test_process(request):
 
 # Modules whose tests run real MediaPipe (directly, through workers or through a subprocess): marked
 # ``mediapipe`` so that ``pytest -m "not mediapipe"`` runs the fast part alone.
-MEDIAPIPE_MODULES = {"test_warm", "test_warm_faults", "test_fill", "test_check", "test_dataset", "test_hands"}
+MEDIAPIPE_MODULES = {"test_warm", "test_warm_faults", "test_fill", "test_check", "test_dataset", "test_hands",
+                     "test_tasks_backend"}
 
 
 def pytest_collection_modifyitems(items):
