@@ -14,10 +14,12 @@ costs about twice a frame's work (see ``_fresh``).
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,6 +46,9 @@ class TasksHolisticExtractor:
         self.bundle = load_bundle(settings.model_bundle)  # checks the digest; a setting problem, not a sample's
         self._landmarker: Any = None
         self._used = False  # whether the landmarker has seen a frame since it was built or restarted
+        # mediapipe 1.x closes a landmarker left open in its __del__, which at interpreter exit runs
+        # after its modules are torn down and prints a TypeError traceback: close it before that.
+        atexit.register(_close_at_exit, weakref.ref(self), os.getpid())
 
     def _create(self) -> Any:
         # Only extracting processes get here (workers, the isolated helper), never a user's main process.
@@ -131,6 +136,12 @@ class TasksHolisticExtractor:
             self._landmarker.close()
             self._landmarker = None
         self._used = False
+
+
+def _close_at_exit(extractor: "weakref.ref[TasksHolisticExtractor]", pid: int) -> None:
+    alive = extractor()
+    if alive is not None and os.getpid() == pid:  # never a landmarker inherited across fork()
+        alive.close()
 
 
 _STREAMS = ("pose_landmarks", "face_landmarks", "left_hand_landmarks", "right_hand_landmarks")  # PARTS' order

@@ -3,7 +3,8 @@
 Each Holistic graph start (every video: ``reset()`` restarts it) prints absl WARNING lines
 (``W0000 ... inference_feedback_manager.cc:114] Feedback manager requires ...``,
 ``landmark_projection_calculator.cc``), TFLite prints ``INFO: Created TensorFlow Lite XNNPACK
-delegate for CPU.``, absl prints ``WARNING: All log messages before absl::InitializeLog() ...``,
+delegate for CPU.``, absl prints ``WARNING: All log messages before absl::InitializeLog() ...``
+(mediapipe 1.x: ``WARNING: Logging before InitGoogle() is written to STDERR``),
 and on machines with OpenGL ``I0000 ... gl_context`` lines. A warm-up prints hundreds of them
 around its progress bar.
 
@@ -55,6 +56,7 @@ NOISE_PATTERNS = (
     rb"[IW]\d{4}(?:\d{4})? \d\d:\d\d:\d+\.\d+ +\d+ [^\s\]]+:\d+\] ",  # absl / glog INFO and WARNING records
     rb"INFO: .*(TensorFlow Lite|TfLite|XNNPACK)",  # TFLite's own logger, straight to stderr
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    rb"WARNING: Logging before InitGoogle\(\) is written to STDERR",  # mediapipe 1.x's start-up notice
 )
 NOISE = re.compile(b"|".join(b"(?:" + p + b")" for p in NOISE_PATTERNS))
 

@@ -25,6 +25,7 @@ NOISE_LINES = [
     "IMAGE_DIMENSIONS is only supported for the square ROI. Provide IMAGE_DIMENSIONS or use PROJECTION_MATRIX.",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "WARNING: Logging before InitGoogle() is written to STDERR",  # mediapipe 1.2.3, once per process
     "I0000 00:00:1712345678.123456   4242 gl_context.cc:357] GL version: 3.2 (OpenGL ES 3.2 Mesa 23.2.1)",
     "I20240102 10:11:12.123456 4242 gl_context_egl.cc:85] Successfully initialized EGL.",
 ]
