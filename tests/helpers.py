@@ -12,10 +12,12 @@ from typing import Dict, List, Sequence
 
 import lmdb
 import numpy as np
+import pytest
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import SPLITS, find_release, read_release_split
 from phoenix_data.frames import list_frames
+from phoenix_data.holistic import default_backend, mediapipe_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MULTI = "phoenix-2014-multisigner"
@@ -25,6 +27,13 @@ RUN_TIMEOUT = 240
 def ci_is_set() -> bool:
     """Whether CI is set: there a missing input fails its test instead of skipping it."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# Tests that read mediapipe 0.10.21 itself (its version, mp.solutions' source files, the legacy
+# backend's defaults). Python 3.13+ has mediapipe 1.x, which has neither: tests/test_py313.py runs there.
+legacy_mediapipe_only = pytest.mark.skipif(
+    default_backend() != "legacy",
+    reason=f"reads mediapipe 0.10.21 (the legacy backend); this is mediapipe {mediapipe_version()}")
 
 
 # --- release layouts -------------------------------------------------------------------------------

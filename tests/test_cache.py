@@ -10,7 +10,7 @@ import stat
 import lmdb
 import numpy as np
 import pytest
-from helpers import fake_record
+from helpers import fake_record, legacy_mediapipe_only
 
 from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
 from phoenix_data.holistic import ExtractionSettings
@@ -62,6 +62,7 @@ def test_truncated_record_in_the_cache_raises(tmp_path):
     cache.close()
 
 
+@legacy_mediapipe_only
 def test_put_get_failures_and_metadata(tmp_path):
     cache = LandmarkCache(tmp_path / "c")
     assert cache.get("a") is None and "a" not in cache

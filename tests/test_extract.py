@@ -6,6 +6,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+from helpers import legacy_mediapipe_only
 
 from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 from phoenix_data.holistic import ExtractionSettings, HolisticExtractor
@@ -110,6 +111,7 @@ def test_unreadable_frames_raise(tmp_path):
         list(read_frames_rgb(list_frames(tmp_path)))
 
 
+@legacy_mediapipe_only
 def test_settings_fingerprint_and_validation():
     base = ExtractionSettings()
     assert base.fingerprint() == ExtractionSettings().fingerprint()

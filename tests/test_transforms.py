@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import legacy_mediapipe_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -105,6 +106,7 @@ def test_validity_is_per_part_and_frame():
 
 # --- SelectPoints ------------------------------------------------------------------------------------
 
+@legacy_mediapipe_only
 def test_named_subsets_come_from_mediapipe_face_mesh_connections():
     connections = _load_by_path("mediapipe/python/solutions/face_mesh_connections.py")
     for name, constant in (("lips", "FACEMESH_LIPS"), ("face_contour", "FACEMESH_FACE_OVAL"),
@@ -151,6 +153,7 @@ def _load_by_path(relative: str):
     return module
 
 
+@legacy_mediapipe_only
 def test_face_mirror_map_agrees_with_mediapipe_connections():
     c = _load_by_path("mediapipe/python/solutions/face_mesh_connections.py")
     face = mirror_ids(NUM_POINTS)[S["face"]] - POSE_POINTS
@@ -171,6 +174,7 @@ def test_face_mirror_map_agrees_with_mediapipe_connections():
     assert len(FACE_MIRROR_PAIRS) == 220
 
 
+@legacy_mediapipe_only
 def test_pose_mirror_map_follows_mediapipe_pose_landmark_names():
     spec = importlib.util.find_spec("mediapipe")
     text = (Path(spec.origin).parent / "python" / "solutions" / "pose.py").read_text()
