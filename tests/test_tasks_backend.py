@@ -285,3 +285,25 @@ def test_processes_that_need_the_bundle_at_once_build_it_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     assert len({out.strip() for out, _ in outs}) == 1  # one bundle, the same digest everywhere
     assert sum("building the MediaPipe model bundle" in err for _, err in outs) == 1, outs
+
+
+def _refined_like_bundle(path: Path) -> None:
+    """A bundle whose face model gives 478 points of its own (as an official one does): here the legacy
+    face model padded, but without the marker that says so, which is all the loader looks at."""
+    modules = model_bundle.installed_legacy_modules()
+    models = model_bundle.bundle_models(lambda rel: (modules / rel).read_bytes())
+    face = models["face_landmarks_detector.tflite"]
+    marker = tflite_edit.PAD_TENSOR_NAME.encode()
+    models["face_landmarks_detector.tflite"] = face.replace(marker, b"x" * len(marker))
+    path.write_bytes(model_bundle.write_bundle(models))
+
+
+def test_a_bundle_with_478_face_points_serves_refined_settings_and_keeps_468_otherwise(tmp_path):
+    bundle = tmp_path / "official-like.task"
+    _refined_like_bundle(bundle)
+    assert model_bundle.load_bundle(bundle).face_points == 478
+    refined = ExtractionSettings(backend="tasks", refine_face_landmarks=True, model_bundle=str(bundle))
+    refined.check_ready()  # no error: the bundle has the points
+    assert refined.num_points == 553 and ExtractionSettings(backend="tasks", model_bundle=str(bundle)).num_points == 543
+    copied = model_bundle.build_bundle(tmp_path / "models" / "holistic_landmarker.task", source=bundle)
+    assert copied.face_points == 478 and copied.sha256 == model_bundle.load_bundle(bundle).sha256
