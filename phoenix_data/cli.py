@@ -206,7 +206,21 @@ def _build_demo(demo_dir: Optional[Path]) -> Path:
     return out
 
 
-def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
+def settings_flags(args: argparse.Namespace) -> str:
+    """The extraction-settings flags given on a command line (' --backend tasks ...'), to repeat them."""
+    flags = [f"--model-complexity {args.model_complexity}" if args.model_complexity != 1 else "",
+             "--refine-face" if args.refine_face else "",
+             f"--min-detection-confidence {args.min_detection_confidence}" if args.min_detection_confidence != 0.5
+             else "",
+             f"--min-tracking-confidence {args.min_tracking_confidence}" if args.min_tracking_confidence != 0.5
+             else "",
+             "--static-image-mode" if args.static_image_mode else "",
+             f"--backend {args.backend}" if args.backend else "",
+             f"--model-bundle {args.model_bundle}" if args.model_bundle else ""]
+    return "".join(" " + flag for flag in flags if flag)
+
+
+def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str = "") -> List[str]:
     """What the command prints when done: one summary line, then where things are and what to do next."""
     from .cache import describe_discarded  # noqa: PLC0415
 
@@ -224,10 +238,10 @@ def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
         lines.append(f"Demo tree: {demo_root}")
     lines += [f"Cache:     {s['cache']}",
               f"Reports:   {outcome.summary_path}, {outcome.metrics_path.name}, {outcome.failed_path.name}"]
-    return lines + _warm_advice(outcome, demo_root)
+    return lines + _warm_advice(outcome, demo_root, flags)
 
 
-def _warm_advice(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]:
+def _warm_advice(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str) -> List[str]:
     s, c, lines = outcome.summary, outcome.summary["counts"], []
     if outcome.reports_error:
         lines.append(f"Error: {outcome.reports_error}")
@@ -244,7 +258,7 @@ def _warm_advice(outcome: "WarmOutcome", demo_root: Optional[Path]) -> List[str]
         lines.append(f"Cause: {s['aborted']}")
     if demo_root is not None and outcome.exit_status == 0:
         lines.append(f"Next:      phoenix-dataset --root {demo_root / 'PHOENIX-2014-T-release-v3'} "
-                     f"--cache {s['cache']} --verify")
+                     f"--cache {s['cache']} --verify{flags}")
     return lines
 
 
@@ -277,7 +291,7 @@ def _warm(argv: Optional[Sequence[str]]) -> int:
         outcome = _warm_on_ray(parser, args, options, plan)
     else:
         outcome = warm(options, plan)
-    print("\n".join(warm_report(outcome, options.root if args.demo else None)))
+    print("\n".join(warm_report(outcome, options.root if args.demo else None, settings_flags(args))))
     return outcome.exit_status
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .extract import check_frame
-from .model_bundle import load_bundle
+from .model_bundle import BundleError, load_bundle
 from .record import FACE_POINTS, PARTS, LandmarkRecord, part_slices
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class TasksHolisticExtractor:
     def __init__(self, settings: "ExtractionSettings") -> None:
         self.settings = settings
         self.bundle = load_bundle(settings.model_bundle)  # checks the digest; a setting problem, not a sample's
+        # the graph runs these bytes, checked once more: the file may have been replaced since load_bundle
+        self._model = self.bundle.path.read_bytes()
+        if hashlib.sha256(self._model).hexdigest() != self.bundle.sha256:
+            raise BundleError(f"the model bundle {self.bundle.path} changed while in use; rerun, or rebuild it "
+                              "with `phoenix-models build --force`.")
         self._landmarker: Any = None
         self._used = False  # whether the landmarker has seen a frame since it was built or restarted
         # mediapipe 1.x closes a landmarker left open in its __del__, which at interpreter exit runs
@@ -76,7 +82,7 @@ class TasksHolisticExtractor:
         }
         fields = {f.name for f in dataclasses.fields(vision.HolisticLandmarkerOptions)}
         options = vision.HolisticLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(self.bundle.path)), running_mode=mode,
+            base_options=BaseOptions(model_asset_buffer=self._model), running_mode=mode,
             **{name: value for name, value in wanted.items() if name in fields})
         log.debug("building a HolisticLandmarker in pid %d with %s", os.getpid(), s)
         count_build()

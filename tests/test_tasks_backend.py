@@ -256,3 +256,54 @@ def test_the_dataset_extracts_with_the_tasks_backend_in_two_workers(demo_tree, t
                                   direct.landmarks.astype(np.float16).astype(np.float32))
     stored = LandmarkCache(tmp_path / "cache", ExtractionSettings(backend="tasks"), readonly=True).metadata()
     assert stored["backend"] == "tasks" and stored["model_bundle_sha256"] == model_bundle.load_bundle().sha256
+
+
+def test_the_commands_take_the_backend_and_refuse_what_it_cannot_do(tmp_path):
+    from phoenix_data.cli import build_warm_parser, settings_flags
+
+    args = build_warm_parser().parse_args(["--demo", "--backend", "tasks", "--static-image-mode"])
+    assert settings_flags(args) == " --static-image-mode --backend tasks"
+    env = dict(os.environ, PHOENIX_DATA_MODELS=str(tmp_path / "models"))
+    bad = subprocess.run([sys.executable, "-m", "phoenix_data.cli", "warm-cache", "--demo", "--demo-dir",
+                          str(tmp_path / "demo"), "--backend", "tasks", "--model-complexity", "2"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "full pose model only; use model_complexity=1" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "phoenix_data.cli", "dataset", "--root", str(tmp_path),
+                              "--backend", "tasks", "--model-bundle", str(tmp_path / "none.task")],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no model bundle at" in missing.stderr
+    assert "phoenix-models build" in missing.stderr
+
+
+def test_processes_that_need_the_bundle_at_once_build_it_once(tmp_path):
+    env = dict(os.environ, PHOENIX_DATA_MODELS=str(tmp_path))
+    code = ("import logging; logging.basicConfig(); from phoenix_data.model_bundle import load_bundle; "
+            "print(load_bundle().sha256)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({out.strip() for out, _ in outs}) == 1  # one bundle, the same digest everywhere
+    assert sum("building the MediaPipe model bundle" in err for _, err in outs) == 1, outs
+
+
+def _refined_like_bundle(path: Path) -> None:
+    """A bundle whose face model gives 478 points of its own (as an official one does): here the legacy
+    face model padded, but without the marker that says so, which is all the loader looks at."""
+    modules = model_bundle.installed_legacy_modules()
+    models = model_bundle.bundle_models(lambda rel: (modules / rel).read_bytes())
+    face = models["face_landmarks_detector.tflite"]
+    marker = tflite_edit.PAD_TENSOR_NAME.encode()
+    models["face_landmarks_detector.tflite"] = face.replace(marker, b"x" * len(marker))
+    path.write_bytes(model_bundle.write_bundle(models))
+
+
+def test_a_bundle_with_478_face_points_serves_refined_settings_and_keeps_468_otherwise(tmp_path):
+    bundle = tmp_path / "official-like.task"
+    _refined_like_bundle(bundle)
+    assert model_bundle.load_bundle(bundle).face_points == 478
+    refined = ExtractionSettings(backend="tasks", refine_face_landmarks=True, model_bundle=str(bundle))
+    refined.check_ready()  # no error: the bundle has the points
+    assert refined.num_points == 553 and ExtractionSettings(backend="tasks", model_bundle=str(bundle)).num_points == 543
+    copied = model_bundle.build_bundle(tmp_path / "models" / "holistic_landmarker.task", source=bundle)
+    assert copied.face_points == 478 and copied.sha256 == model_bundle.load_bundle(bundle).sha256
