@@ -55,6 +55,14 @@ def _guarded(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("Interrupted; finished samples stay cached. Rerun the same command to finish.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        command = "phoenix-warm-cache" if prog == "warm" else f"phoenix-{prog}"
+        print(f"{command}: error: this command needs torch, which is not installed: `pip install "
+              "torch==2.13.0` (README, \"Set up\"). Extraction, the cache and phoenix-models work without it.",
+              file=sys.stderr)
+        return EXIT_USAGE
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -187,6 +187,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600: a shared models folder must stay readable by all
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -307,3 +307,22 @@ def test_a_bundle_with_478_face_points_serves_refined_settings_and_keeps_468_oth
     assert refined.num_points == 553 and ExtractionSettings(backend="tasks", model_bundle=str(bundle)).num_points == 543
     copied = model_bundle.build_bundle(tmp_path / "models" / "holistic_landmarker.task", source=bundle)
     assert copied.face_points == 478 and copied.sha256 == model_bundle.load_bundle(bundle).sha256
+
+
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+sys.meta_path.insert(0, _NoTorch())
+from phoenix_data.cli import warm_main
+sys.exit(warm_main(sys.argv[1:]))
+"""
+
+
+def test_a_command_without_torch_says_how_to_install_it(tmp_path):
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "--demo", "--demo-dir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "phoenix-warm-cache: error: this command needs torch" in done.stderr and "Traceback" not in done.stderr
