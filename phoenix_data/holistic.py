@@ -213,7 +213,7 @@ class HolisticExtractor:
         holistic = self._holistic if self._holistic is not None else self._build()
         self._holistic = holistic
         holistic.reset()  # tracking state must not carry over from the previous video
-        _release_freed_memory()
+        release_freed_memory()
         try:
             return self._extract_video(holistic, frames)
         except BaseException:
@@ -267,7 +267,7 @@ def _malloc_trim():
 _TRIM = _malloc_trim()
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Give memory freed by the last video's graph back to the system.
 
     glibc keeps what MediaPipe frees on reset(); without this a worker's RSS grew ~10 MB per video

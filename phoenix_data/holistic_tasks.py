@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .extract import check_frame
+from .holistic import count_build, release_freed_memory
 from .model_bundle import BundleError, load_bundle
 from .record import FACE_POINTS, PARTS, LandmarkRecord, part_slices
 
@@ -64,8 +65,6 @@ class TasksHolisticExtractor:
         quiet_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision  # noqa: PLC0415 - heavy; extracting processes only
 
-        from .holistic import count_build  # noqa: PLC0415 - holistic imports this module
-
         s = self.settings
         mode = vision.RunningMode.IMAGE if s.static_image_mode else vision.RunningMode.VIDEO
         # Option names differ between mediapipe 0.10.x (*_landmarks_confidence) and 1.x
@@ -100,6 +99,9 @@ class TasksHolisticExtractor:
             self.close()
             self._landmarker = self._create()
         self._used = False
+        # as after the legacy reset(): without it a worker grew ~100-150 MB over a dozen videos, and a
+        # static-mode one sat ~150 MB higher (benchmarks/bench_backends.py --rss-only)
+        release_freed_memory()
 
     def extract(self, frames: Iterable[np.ndarray]) -> LandmarkRecord:
         """Landmarks of one video from its RGB uint8 frames [H, W, 3], in time order."""
