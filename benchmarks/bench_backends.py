@@ -153,6 +153,43 @@ def child_bundle(out_dir: str) -> dict:
             "load_cpu_s": load_cpu, "size": out.stat().st_size, "sha256": info.sha256, "source": info.source}
 
 
+RSS_VIDEOS = {"tracking": 12, "static": 8}
+RSS_LENGTH = 30
+
+
+def child_rss(mode: str, trim: str) -> dict:
+    """VmRSS after each video of the tasks extractor; ``trim``: malloc_trim after every restart (experiment,
+    patched in this child only, as the legacy extractor does after reset())."""
+    from phoenix_data import holistic_tasks
+    from phoenix_data.holistic import ExtractionSettings, _release_freed_memory
+
+    if trim == "trim":
+        restart = holistic_tasks.TasksHolisticExtractor._fresh
+
+        def fresh_and_trim(self) -> None:
+            restart(self)
+            _release_freed_memory()
+
+        holistic_tasks.TasksHolisticExtractor._fresh = fresh_and_trim
+    frames = [f for _, video in load_videos(2, 60, "") for f in video][:RSS_LENGTH]
+    extractor = ExtractionSettings(backend="tasks", static_image_mode=mode == "static").build()
+    rss = []
+    for _ in range(RSS_VIDEOS[mode]):
+        extractor.extract(frames)
+        rss.append(C.vm_rss_mb())
+    return {"mode": mode, "trim": trim, "rss_mb": rss}
+
+
+def print_rss(env: Dict[str, str]) -> None:
+    """The tasks extractor's RSS over videos, with and without malloc_trim after restart()."""
+    print(f"\ntasks extractor, VmRSS MB after each video of {RSS_LENGTH} demo frames (one process each):")
+    for mode in MODES:
+        for trim in ("as is", "trim"):
+            r = C.run_child(SCRIPT, ["rss", mode, trim], env)
+            label = "malloc_trim after restart() (exp.)" if trim == "trim" else "as the library is"
+            print(f"  {mode:<8} {label:<35} {' '.join(f'{x:.0f}' for x in r['rss_mb'])}", flush=True)
+
+
 # --- measuring ---------------------------------------------------------------------------------------
 
 CONFIGS = [f"{b}/{m}" for m in MODES for b in BACKENDS] + ["bundle"]
@@ -290,6 +327,8 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--work-dir", type=Path, help=f"results.json goes here; default {DEFAULT_WORK} "
                                                         "(--quick: ...-quick)")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="only the tasks extractor's RSS over videos, with and without malloc_trim (~1 min)")
     parser.add_argument("--report-only", action="store_true",
                         help="print the report of the last run again (WORK_DIR/results.json), measuring nothing")
     args = parser.parse_args(argv)
@@ -308,6 +347,9 @@ def main(argv: Sequence[str] = None) -> int:
     # the tasks backend builds its bundle on first need: in a folder of ours, before any timing
     env = {"PHOENIX_DATA_MODELS": os.environ.get("PHOENIX_DATA_MODELS", str(DEFAULT_MODELS))}
     print(C.machine_line())
+    if args.rss_only:
+        print_rss(env)
+        return 0
     print(f"uptime before: {_uptime()}")
     prepare = C.run_command([sys.executable, "-c", "from phoenix_data.model_bundle import load_bundle; "
                              "print(load_bundle().path)"], env)
@@ -335,6 +377,8 @@ def child_main(argv: List[str]) -> int:
     kind = argv[0]
     if kind == "extract":
         C.emit(child_extract(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5]))
+    elif kind == "rss":
+        C.emit(child_rss(argv[1], argv[2]))
     elif kind == "bundle":
         C.emit(child_bundle(argv[1]))
     else:
