@@ -95,10 +95,10 @@ def _fresh_timeline(extractor, backend: str) -> None:
     if backend == "tasks":
         extractor._fresh()
     else:
-        from phoenix_data.holistic import _release_freed_memory
+        from phoenix_data.holistic import release_freed_memory
 
         extractor._holistic.reset()
-        _release_freed_memory()
+        release_freed_memory()
 
 
 def child_extract(backend: str, mode: str, videos: int, length: int, real: str) -> dict:
@@ -157,37 +157,25 @@ RSS_VIDEOS = {"tracking": 12, "static": 8}
 RSS_LENGTH = 30
 
 
-def child_rss(mode: str, trim: str) -> dict:
-    """VmRSS after each video of the tasks extractor; ``trim``: malloc_trim after every restart (experiment,
-    patched in this child only, as the legacy extractor does after reset())."""
-    from phoenix_data import holistic_tasks
-    from phoenix_data.holistic import ExtractionSettings, _release_freed_memory
+def child_rss(mode: str) -> dict:
+    """VmRSS after each video of the tasks extractor, as the library runs it (malloc_trim after every restart)."""
+    from phoenix_data.holistic import ExtractionSettings
 
-    if trim == "trim":
-        restart = holistic_tasks.TasksHolisticExtractor._fresh
-
-        def fresh_and_trim(self) -> None:
-            restart(self)
-            _release_freed_memory()
-
-        holistic_tasks.TasksHolisticExtractor._fresh = fresh_and_trim
     frames = [f for _, video in load_videos(2, 60, "") for f in video][:RSS_LENGTH]
     extractor = ExtractionSettings(backend="tasks", static_image_mode=mode == "static").build()
     rss = []
     for _ in range(RSS_VIDEOS[mode]):
         extractor.extract(frames)
         rss.append(C.vm_rss_mb())
-    return {"mode": mode, "trim": trim, "rss_mb": rss}
+    return {"mode": mode, "rss_mb": rss}
 
 
 def print_rss(env: Dict[str, str]) -> None:
-    """The tasks extractor's RSS over videos, with and without malloc_trim after restart()."""
+    """The tasks extractor's RSS over videos."""
     print(f"\ntasks extractor, VmRSS MB after each video of {RSS_LENGTH} demo frames (one process each):")
     for mode in MODES:
-        for trim in ("as is", "trim"):
-            r = C.run_child(SCRIPT, ["rss", mode, trim], env)
-            label = "malloc_trim after restart() (exp.)" if trim == "trim" else "as the library is"
-            print(f"  {mode:<8} {label:<35} {' '.join(f'{x:.0f}' for x in r['rss_mb'])}", flush=True)
+        r = C.run_child(SCRIPT, ["rss", mode], env)
+        print(f"  {mode:<8} {' '.join(f'{x:.0f}' for x in r['rss_mb'])}", flush=True)
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -328,7 +316,7 @@ def main(argv: Sequence[str] = None) -> int:
                                                         "(--quick: ...-quick)")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--rss-only", action="store_true",
-                        help="only the tasks extractor's RSS over videos, with and without malloc_trim (~1 min)")
+                        help="only the tasks extractor's RSS after each video, tracking and static (~2 min)")
     parser.add_argument("--report-only", action="store_true",
                         help="print the report of the last run again (WORK_DIR/results.json), measuring nothing")
     args = parser.parse_args(argv)
@@ -378,7 +366,7 @@ def child_main(argv: List[str]) -> int:
     if kind == "extract":
         C.emit(child_extract(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5]))
     elif kind == "rss":
-        C.emit(child_rss(argv[1], argv[2]))
+        C.emit(child_rss(argv[1]))
     elif kind == "bundle":
         C.emit(child_bundle(argv[1]))
     else:
