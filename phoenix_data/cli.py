@@ -214,18 +214,20 @@ def _build_demo(demo_dir: Optional[Path]) -> Path:
     return out
 
 
-def settings_flags(args: argparse.Namespace) -> str:
+# The flags add_settings_arguments() adds, in its order (settings_flags() repeats those given).
+SETTINGS_FLAGS = ("--model-complexity", "--refine-face", "--min-detection-confidence", "--min-tracking-confidence",
+                  "--static-image-mode", "--backend", "--model-bundle")
+
+
+def settings_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The extraction-settings flags given on a command line (' --backend tasks ...'), to repeat them."""
-    flags = [f"--model-complexity {args.model_complexity}" if args.model_complexity != 1 else "",
-             "--refine-face" if args.refine_face else "",
-             f"--min-detection-confidence {args.min_detection_confidence}" if args.min_detection_confidence != 0.5
-             else "",
-             f"--min-tracking-confidence {args.min_tracking_confidence}" if args.min_tracking_confidence != 0.5
-             else "",
-             "--static-image-mode" if args.static_image_mode else "",
-             f"--backend {args.backend}" if args.backend else "",
-             f"--model-bundle {args.model_bundle}" if args.model_bundle else ""]
-    return "".join(" " + flag for flag in flags if flag)
+    flags = []
+    for flag in SETTINGS_FLAGS:
+        dest = flag[2:].replace("-", "_")
+        value = getattr(args, dest)
+        if value != parser.get_default(dest):
+            flags.append(flag if value is True else f"{flag} {value}")
+    return "".join(" " + flag for flag in flags)
 
 
 def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str = "") -> List[str]:
@@ -299,7 +301,7 @@ def _warm(argv: Optional[Sequence[str]]) -> int:
         outcome = _warm_on_ray(parser, args, options, plan)
     else:
         outcome = warm(options, plan)
-    print("\n".join(warm_report(outcome, options.root if args.demo else None, settings_flags(args))))
+    print("\n".join(warm_report(outcome, options.root if args.demo else None, settings_flags(parser, args))))
     return outcome.exit_status
 
 

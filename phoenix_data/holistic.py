@@ -63,7 +63,7 @@ def default_backend() -> str:
     """``legacy`` where the installed mediapipe still has ``mp.solutions`` (< 0.10.30), else ``tasks``."""
     version = mediapipe_version()
     if version == "not installed":
-        return "legacy"
+        return "legacy"  # check_ready() says to install it
     return "legacy" if _version_tuple(version) < (0, 10, 30) else "tasks"
 
 
@@ -163,10 +163,9 @@ class ExtractionSettings:
                     f"(478 points: an official holistic_landmarker.task, `phoenix-models build --from FILE.task`); "
                     f"{bundle.path} is built from mediapipe {LEGACY_MEDIAPIPE}'s 468-point face model.")
             return
-        version = mediapipe_version()
-        if version != "not installed" and _version_tuple(version) >= (0, 10, 30):
+        if default_backend() == "tasks":
             raise ValueError(f"backend='legacy' needs mediapipe {LEGACY_MEDIAPIPE} (mp.solutions.holistic); this is "
-                             f"mediapipe {version}, which has only the Tasks API: use backend='tasks'.")
+                             f"mediapipe {mediapipe_version()}, which has only the Tasks API: use backend='tasks'.")
         path = _pose_model_path(self.model_complexity)
         if path is not None and not path.is_file():
             raise ValueError(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ import numpy as np
 
 from .extract import check_frame
 from .holistic import count_build, release_freed_memory
-from .model_bundle import BundleError, load_bundle
+from .model_bundle import read_bundle
 from .record import FACE_POINTS, PARTS, LandmarkRecord, part_slices
 
 if TYPE_CHECKING:
@@ -46,12 +45,8 @@ class TasksHolisticExtractor:
 
     def __init__(self, settings: "ExtractionSettings") -> None:
         self.settings = settings
-        self.bundle = load_bundle(settings.model_bundle)  # checks the digest; a setting problem, not a sample's
-        # the graph runs these bytes, checked once more: the file may have been replaced since load_bundle
-        self._model = self.bundle.path.read_bytes()
-        if hashlib.sha256(self._model).hexdigest() != self.bundle.sha256:
-            raise BundleError(f"the model bundle {self.bundle.path} changed while in use; rerun, or rebuild it "
-                              "with `phoenix-models build --force`.")
+        # the bytes whose digest is checked are the bytes the graph runs (a setting problem, not a sample's)
+        self.bundle, self._model = read_bundle(settings.model_bundle)
         self._landmarker: Any = None
         self._used = False  # whether the landmarker has seen a frame since it was built or restarted
         # mediapipe 1.x closes a landmarker left open in its __del__, which at interpreter exit runs

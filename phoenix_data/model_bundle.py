@@ -266,31 +266,50 @@ def load_bundle(path: Optional[Union[str, Path]] = None, build: bool = True) -> 
 
     Raises BundleError naming the command that fixes it. Cheap after the first call in a process.
     """
+    bundle, default = _locate(path, build)
+    return _LOADED.get(_key(bundle)) or _check(bundle, bundle.read_bytes(), default)
+
+
+def read_bundle(path: Optional[Union[str, Path]] = None, build: bool = True) -> Tuple[BundleInfo, bytes]:
+    """``load_bundle`` and the bundle's bytes, read once: the bytes checked are the bytes a graph runs."""
+    bundle, default = _locate(path, build)
+    data = bundle.read_bytes()
+    return _check(bundle, data, default), data
+
+
+def _locate(path: Optional[Union[str, Path]], build: bool) -> Tuple[Path, bool]:
     default = path is None
-    bundle = default_bundle_path() if default else Path(path).expanduser()  # type: ignore[arg-type]
+    bundle = default_bundle_path() if path is None else Path(path).expanduser()
     if default and build:
         _build_once(bundle)
     if not bundle.is_file():
         fix = "`phoenix-models build`" if default else f"`phoenix-models build --out {bundle}`"
         raise BundleError(f"no model bundle at {bundle}: {fix} writes it.")
+    return bundle, default
+
+
+def _key(bundle: Path) -> Tuple[str, int, int]:
     stat = bundle.stat()
-    key = (str(bundle.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _LOADED:
-        data = bundle.read_bytes()
-        digest = _sha256(data)
-        manifest = _read_manifest(bundle)
-        if manifest is not None and manifest.get("sha256") != digest:
-            raise BundleError(
-                f"the model bundle {bundle} is damaged: its SHA-256 is {digest[:16]}..., its manifest says "
-                f"{str(manifest.get('sha256'))[:16]}... Rebuild it: `phoenix-models build --force"
-                f"{'' if default else ' --out ' + str(bundle)}`.")
-        if manifest is None and default:
-            raise BundleError(f"the model bundle {bundle} has no manifest ({manifest_path(bundle).name}): "
-                              "rebuild it with `phoenix-models build --force`.")
-        face_points = inspect_bundle(data, str(bundle))
-        source = manifest.get("source", "?") if manifest else "user bundle"
-        _LOADED[key] = BundleInfo(bundle, digest, face_points, source)
-    return _LOADED[key]
+    return str(bundle.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _check(bundle: Path, data: bytes, default: bool) -> BundleInfo:
+    """The bundle's digest against its manifest, and its contents; remembered for this process."""
+    digest = _sha256(data)
+    manifest = _read_manifest(bundle)
+    if manifest is not None and manifest.get("sha256") != digest:
+        raise BundleError(
+            f"the model bundle {bundle} is damaged: its SHA-256 is {digest[:16]}..., its manifest says "
+            f"{str(manifest.get('sha256'))[:16]}... Rebuild it: `phoenix-models build --force"
+            f"{'' if default else ' --out ' + str(bundle)}`.")
+    if manifest is None and default:
+        raise BundleError(f"the model bundle {bundle} has no manifest ({manifest_path(bundle).name}): "
+                          "rebuild it with `phoenix-models build --force`.")
+    face_points = inspect_bundle(data, str(bundle))
+    source = manifest.get("source", "?") if manifest else "user bundle"
+    info = BundleInfo(bundle, digest, face_points, source)
+    _LOADED[_key(bundle)] = info
+    return info
 
 
 def _read_manifest(bundle: Path) -> Optional[dict]:

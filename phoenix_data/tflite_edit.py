@@ -111,7 +111,7 @@ def add_image_normalization(model: bytes, name: str, mean: float = 0.0, std: flo
     """``model`` with input metadata: an RGB image, normalized as (pixel - mean) / std."""
     schema, meta = schemas()
     model_t = _read_model(model)
-    if METADATA_NAME.decode() in metadata_names(model):
+    if METADATA_NAME.decode() in [_name(m.name) for m in (model_t.metadata or [])]:
         raise ModelEditError(f"{name}: already has {METADATA_NAME.decode()} metadata.")
     graph = model_t.subgraphs[0]
     if len(graph.inputs) != 1 or len(graph.tensors[graph.inputs[0]].shape) != 4:

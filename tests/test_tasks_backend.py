@@ -261,8 +261,9 @@ def test_the_dataset_extracts_with_the_tasks_backend_in_two_workers(demo_tree, t
 def test_the_commands_take_the_backend_and_refuse_what_it_cannot_do(tmp_path):
     from phoenix_data.cli import build_warm_parser, settings_flags
 
-    args = build_warm_parser().parse_args(["--demo", "--backend", "tasks", "--static-image-mode"])
-    assert settings_flags(args) == " --static-image-mode --backend tasks"
+    parser = build_warm_parser()
+    args = parser.parse_args(["--demo", "--backend", "tasks", "--static-image-mode"])
+    assert settings_flags(parser, args) == " --static-image-mode --backend tasks"
     env = dict(os.environ, PHOENIX_DATA_MODELS=str(tmp_path / "models"))
     bad = subprocess.run([sys.executable, "-m", "phoenix_data.cli", "warm-cache", "--demo", "--demo-dir",
                           str(tmp_path / "demo"), "--backend", "tasks", "--model-complexity", "2"],
