@@ -11,7 +11,7 @@ both hands; every 7th video a person whose right hand comes and goes; 210x260), 
 them to RGB arrays in memory before it starts timing, so only extraction is measured.
 
 Configurations, each in a child process of its own (MediaPipe state never crosses between them):
-``ExtractionSettings(backend=B, static_image_mode=S).build()``, the library's extractor, then
+``HolisticSettings(backend=B, static_image_mode=S).build()``, the library's extractor, then
 ``extract(frames)`` per video, as a warm-up worker calls it (legacy: reset() between videos; tasks:
 restart() between videos in tracking mode, before every frame in static mode). A further child times
 ``model_bundle.build_bundle`` to a temporary path (the one-off cost of the first use of ``tasks``).
@@ -95,7 +95,7 @@ def _fresh_timeline(extractor, backend: str) -> None:
     if backend == "tasks":
         extractor._fresh()
     else:
-        from phoenix_data.holistic import release_freed_memory
+        from phoenix_data.extract.mediapipe.runtime import release_freed_memory
 
         extractor._holistic.reset()
         release_freed_memory()
@@ -103,10 +103,10 @@ def _fresh_timeline(extractor, backend: str) -> None:
 
 def child_extract(backend: str, mode: str, videos: int, length: int, real: str) -> dict:
     """One backend in one mode: one-off costs, then the timed loop over every video."""
-    from phoenix_data.holistic import ExtractionSettings
+    from phoenix_data.extract.mediapipe.settings import HolisticSettings
 
     data = load_videos(videos, length, real)
-    settings = ExtractionSettings(backend=backend, static_image_mode=mode == "static")
+    settings = HolisticSettings(backend=backend, static_image_mode=mode == "static")
     t = _clock()
     extractor = settings.build()  # tasks: loads the bundle and checks its SHA-256
     settings_s = _since(t)
@@ -140,7 +140,7 @@ def child_extract(backend: str, mode: str, videos: int, length: int, real: str) 
 
 def child_bundle(out_dir: str) -> dict:
     """build_bundle to a temporary path, then the load_bundle that follows on first use (digest check)."""
-    from phoenix_data import model_bundle
+    from phoenix_data.extract.mediapipe import bundle as model_bundle
 
     out = Path(out_dir) / model_bundle.BUNDLE_NAME
     t = _clock()
@@ -159,10 +159,10 @@ RSS_LENGTH = 30
 
 def child_rss(mode: str) -> dict:
     """VmRSS after each video of the tasks extractor, as the library runs it (malloc_trim after every restart)."""
-    from phoenix_data.holistic import ExtractionSettings
+    from phoenix_data.extract.mediapipe.settings import HolisticSettings
 
     frames = [f for _, video in load_videos(2, 60, "") for f in video][:RSS_LENGTH]
-    extractor = ExtractionSettings(backend="tasks", static_image_mode=mode == "static").build()
+    extractor = HolisticSettings(backend="tasks", static_image_mode=mode == "static").build()
     rss = []
     for _ in range(RSS_VIDEOS[mode]):
         extractor.extract(frames)
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] = None) -> int:
         print_rss(env)
         return 0
     print(f"uptime before: {_uptime()}")
-    prepare = C.run_command([sys.executable, "-c", "from phoenix_data.model_bundle import load_bundle; "
+    prepare = C.run_command([sys.executable, "-c", "from phoenix_data.extract.mediapipe.bundle import load_bundle; "
                              "print(load_bundle().path)"], env)
     print(f"bundle of the tasks backend: {prepare['stdout'].strip()} (PHOENIX_DATA_MODELS)")
     print(f"data: {args.videos} demo videos x {args.length} frames"

@@ -88,9 +88,9 @@ def child_profile(root: Path, cache: Path, samples: int) -> dict:
     from phoenix_data.cache import LandmarkCache
     from phoenix_data.corpus import find_release, read_release_split
     from phoenix_data.extract import extract_frames_dir
-    from phoenix_data.holistic import ExtractionSettings
+    from phoenix_data.extract.mediapipe.settings import HolisticSettings
 
-    settings = ExtractionSettings()
+    settings = HolisticSettings()
     store = LandmarkCache(cache, settings)
     todo = read_release_split(find_release(root, C.RELEASE), SPLIT)
 

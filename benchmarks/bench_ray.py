@@ -83,7 +83,7 @@ def child_driver_rss(work: Path, samples: int, frames: int) -> dict:
     """The driver's VmRSS over a fake-extractor run of ``samples`` samples (every folder links one)."""
     import logging
 
-    from phoenix_data.testing import FakeExtractorSettings
+    from phoenix_data.extract.fake import FakeExtractorSettings
     from phoenix_data.warm import WarmOptions
     from phoenix_data.warm.ray import warm_on_ray
 

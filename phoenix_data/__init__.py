@@ -15,13 +15,23 @@ _LAZY = {
     "Vocabulary": "phoenix_data.vocab",
     "collate_ctc": "phoenix_data.batching",
     "LengthBucketBatchSampler": "phoenix_data.batching",
-    "ExtractionSettings": "phoenix_data.holistic",
+    "HolisticSettings": "phoenix_data.extract.mediapipe",
     "LandmarkCache": "phoenix_data.cache",
     "CacheError": "phoenix_data.cache",
 }
 
 
+# old name -> (new name, what to say): importable for one more release, with a DeprecationWarning
+_RENAMED = {"ExtractionSettings": "HolisticSettings"}
+
+
 def __getattr__(name):
+    if name in _RENAMED:
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(f"phoenix_data.{name} is now phoenix_data.{_RENAMED[name]}; the old name goes in the next "
+                      "release.", DeprecationWarning, stacklevel=2)
+        name = _RENAMED[name]
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'phoenix_data' has no attribute {name!r}")

@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import Dataset
 
 from .cache import LandmarkCache
+from .cache.fill import fetch_or_extract
 from .corpus import Sample, check_split, find_release, read_release_split
-from .extract import ExtractorSettings
-from .fill import fetch_or_extract
+from .extract import ExtractorSpec
+from .extract.mediapipe.settings import HolisticSettings
 from .frames import FramesError, list_frames
-from .holistic import ExtractionSettings
 from .record import LandmarkRecord
 from .transforms.base import validity
 from .vocab import Vocabulary
@@ -53,7 +53,7 @@ class PhoenixLandmarks(Dataset):
 
     def __init__(self, root: Union[str, Path], split: str = "train", cache: Union[str, Path, None] = None,
                  release: Optional[str] = None, transform: Optional[Callable[[Dict], Dict]] = None,
-                 settings: Optional[ExtractorSettings] = None, vocab: Optional[Vocabulary] = None,
+                 settings: Optional[ExtractorSpec] = None, vocab: Optional[Vocabulary] = None,
                  readonly: bool = False, overwrite: bool = False) -> None:
         if cache is None:
             raise ValueError("PhoenixLandmarks needs cache=PATH: the LMDB directory that holds (or will "
@@ -64,7 +64,7 @@ class PhoenixLandmarks(Dataset):
         self.vocab = vocab if vocab is not None else Vocabulary.from_samples(
             read_release_split(self.release, "train"))
         self.transform = transform
-        self.settings = settings if settings is not None else ExtractionSettings()
+        self.settings = settings if settings is not None else HolisticSettings()
         if not readonly:
             self.settings.check_ready()  # now, not as a failure of every sample in the workers
         self.cache = LandmarkCache(cache, self.settings, readonly=readonly, overwrite=overwrite)

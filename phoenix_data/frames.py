@@ -80,3 +80,16 @@ def read_frames_rgb(paths: List[Path]) -> Iterator["np.ndarray"]:
     """Decode frames one at a time, so a long video never sits in memory whole."""
     for path in paths:
         yield read_frame_rgb(path)
+
+
+def check_frame(frame: "np.ndarray", index: int, size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """(height, width) of decoded frame ``index``: uint8 RGB [H, W, 3], the size of the video's first frame.
+
+    Raises ValueError naming the frame otherwise (an estimator's input check).
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or str(frame.dtype) != "uint8":
+        raise ValueError(f"frame {index}: shape {frame.shape} {frame.dtype}; expected uint8 RGB [H, W, 3].")
+    if size is not None and frame.shape[:2] != size:
+        raise ValueError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}; the video's first frame is "
+                         f"{size[1]}x{size[0]}.")
+    return frame.shape[0], frame.shape[1]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write phoenix_data/demo_frames/ (the demo's source frames) from the hands-real clips.
+"""Write phoenix_data/demo/frames/ (the demo's source frames) from the hands-real clips.
 
     python scripts/make_demo_frames.py /path/to/shared/hands-real
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import cv2
 
-OUT = Path(__file__).resolve().parents[1] / "phoenix_data" / "demo_frames"
+OUT = Path(__file__).resolve().parents[1] / "phoenix_data" / "demo" / "frames"
 JPEG_QUALITY = 90
 LICENCE = "LICENSE-pose-format-MIT.txt"
-# clip folder -> (name prefix in demo_frames, first and last frame kept, 1-based as in the file names)
+# clip folder -> (name prefix in demo/frames, first and last frame kept, 1-based as in the file names)
 CLIPS = {"signer_both_hands_9": ("signer", 1, 9), "person_hand_gaps_58": ("person", 15, 44)}
 
 

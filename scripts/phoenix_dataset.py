@@ -9,7 +9,7 @@ Same as the console command ``phoenix-dataset``; the logic lives in ``phoenix_da
 """
 import sys
 
-from phoenix_data.cli import check_main as main
+from phoenix_data.cli.check import main
 
 if __name__ == "__main__":
     sys.exit(main())

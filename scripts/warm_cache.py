@@ -6,7 +6,7 @@
 """
 import sys
 
-from phoenix_data.cli import warm_main as main
+from phoenix_data.cli.warm import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -164,7 +164,7 @@ def _no_holistic_in_the_test_process(request):
     never builds one in the pytest process: its misses go to the isolated helper process.
     """
     yield
-    from phoenix_data.holistic import holistic_builds
+    from phoenix_data.extract.mediapipe.runtime import holistic_builds
 
     if holistic_builds():
         pytest.fail(f"{request.node.nodeid} built a MediaPipe Holistic in the pytest process; "

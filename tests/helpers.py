@@ -16,8 +16,9 @@ import pytest
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import SPLITS, find_release, read_release_split
+from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.settings import default_backend
 from phoenix_data.frames import list_frames
-from phoenix_data.holistic import default_backend, mediapipe_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MULTI = "phoenix-2014-multisigner"

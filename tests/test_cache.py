@@ -13,7 +13,7 @@ import pytest
 from helpers import fake_record, legacy_mediapipe_only
 
 from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
-from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.record import NUM_POINTS, part_slices
 
 
@@ -72,7 +72,7 @@ def test_put_get_failures_and_metadata(tmp_path):
     assert "a" in cache and cache.num_frames("a") == 3 and "a" not in cache.failures()
     assert cache.cached(["a", "b"]) == {"a"} and list(cache.keys()) == ["a"]
     meta = cache.metadata()
-    assert meta["fingerprint"] == ExtractionSettings().fingerprint()
+    assert meta["fingerprint"] == HolisticSettings().fingerprint()
     assert meta["settings"]["model_complexity"] == 1 and meta["mediapipe"] == "0.10.21"
     # metadata lives apart from the sample keys
     assert list(cache.keys()) == ["a"]
@@ -81,7 +81,7 @@ def test_put_get_failures_and_metadata(tmp_path):
 
 def test_other_settings_raise_then_overwrite(tmp_path):
     LandmarkCache(tmp_path / "c").put("a", fake_record(2))
-    other = ExtractionSettings(min_detection_confidence=0.7)
+    other = HolisticSettings(min_detection_confidence=0.7)
     with pytest.raises(CacheError) as info:
         LandmarkCache(tmp_path / "c", other)
     message = str(info.value)
@@ -180,7 +180,7 @@ def test_a_write_after_another_process_changed_the_settings_raises(tmp_path):
     cache = LandmarkCache(tmp_path / "c")
     cache.put("a", fake_record(2))
     cache.close()
-    other = ExtractionSettings(min_detection_confidence=0.9)
+    other = HolisticSettings(min_detection_confidence=0.9)
     # another process takes the path over for other settings while this one still holds it
     child = mp.get_context("spawn").Process(target=LandmarkCache, args=(tmp_path / "c", other),
                                             kwargs={"overwrite": True})
@@ -209,7 +209,7 @@ def test_check_records_tells_good_damaged_and_missing(tmp_path):
 
 
 def test_handles_close_before_fork_and_reopen(tmp_path):
-    from phoenix_data.lmdb_env import has_process_handle
+    from phoenix_data.cache.lmdb_env import has_process_handle
 
     cache = LandmarkCache(tmp_path / "c")
     cache.put("a", fake_record(2))

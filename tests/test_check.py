@@ -19,10 +19,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from phoenix_data.cache import LandmarkCache
-from phoenix_data.cli import check_main as main
+from phoenix_data.cli.check import main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
-from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.render import FACE_COLOUR, LEFT_HAND_COLOUR, POSE_COLOUR, RIGHT_HAND_COLOUR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def frames_on_disk(root: Path, split: str) -> Dict[str, int]:
 
 
 def cached_records(path: Path) -> Dict[str, object]:
-    cache = LandmarkCache(path, ExtractionSettings(), readonly=True)
+    cache = LandmarkCache(path, HolisticSettings(), readonly=True)
     with cache.session():
         return {key[len(KEY_PREFIX):]: cache.get(key) for key in cache.keys() if key.startswith(KEY_PREFIX)}
 
@@ -148,7 +148,7 @@ def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_
 def test_report_with_a_cold_cache(root, tmp_path, kind):
     path = tmp_path / "cache"
     if kind == "empty":
-        LandmarkCache(path, ExtractionSettings())  # a real cache with metadata and no record
+        LandmarkCache(path, HolisticSettings())  # a real cache with metadata and no record
         assert (path / "data.mdb").is_file()
     done = run("--root", root, "--cache", path, "--split", SPLIT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -250,7 +250,7 @@ def test_verify_needs_a_cache(root, capsys):
 
 def test_cache_of_other_settings_is_refused(root, tmp_path):
     path = tmp_path / "cache"
-    LandmarkCache(path, ExtractionSettings(min_detection_confidence=0.7))
+    LandmarkCache(path, HolisticSettings(min_detection_confidence=0.7))
     done = run("--root", root, "--cache", path, "--split", SPLIT)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Corpus" in done.stdout  # the corpus part is still reported

@@ -14,8 +14,9 @@ from phoenix_data.batching import LengthBucketBatchSampler, collate_ctc
 from phoenix_data.cache import CacheError, LandmarkCache
 from phoenix_data.corpus import read_corpus
 from phoenix_data.dataset import SampleNotCached
+from phoenix_data.extract.mediapipe.runtime import holistic_builds
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames
-from phoenix_data.holistic import ExtractionSettings, holistic_builds
 from phoenix_data.record import NUM_POINTS
 
 RELEASE = "PHOENIX-2014-T"
@@ -136,7 +137,7 @@ def test_read_only_dataset(warm, demo_tree):
 def test_settings_mismatch_raises(warm, demo_tree):
     with pytest.raises(CacheError, match="min_tracking_confidence: cache 0.5, now 0.8"):
         PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1],
-                         settings=ExtractionSettings(min_tracking_confidence=0.8))
+                         settings=HolisticSettings(min_tracking_confidence=0.8))
 
 
 def test_missing_cache_argument(demo_tree):
@@ -194,7 +195,7 @@ def test_lengths_of_a_sample_without_frames_is_zero(demo_tree, tmp_path):
 def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
     with pytest.raises(ValueError, match="would download"):
         PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c",
-                         settings=ExtractionSettings(model_complexity=2))
+                         settings=HolisticSettings(model_complexity=2))
 
 
 def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):

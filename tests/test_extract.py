@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from helpers import legacy_mediapipe_only
 
+from phoenix_data.extract.mediapipe.legacy import HolisticExtractor
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
-from phoenix_data.holistic import ExtractionSettings, HolisticExtractor
 from phoenix_data.record import NUM_POINTS, PARTS, part_slices
 
 # Tests that run MediaPipe in the test process carry in_child: their body runs in a forked child,
@@ -39,7 +40,7 @@ def xy(landmark_list):
 
 
 def extract_real(frames_dir):
-    return HolisticExtractor(ExtractionSettings()).extract(read_frames_rgb(list_frames(frames_dir)))
+    return HolisticExtractor(HolisticSettings()).extract(read_frames_rgb(list_frames(frames_dir)))
 
 
 @pytest.mark.in_child
@@ -82,10 +83,10 @@ def test_reset_between_videos(demo_tree, real_frames_dir):
 
     other = read_corpus(demo_tree["PHOENIX-2014-T"], "dev")[0].frames_dir
     real = list_frames(real_frames_dir)
-    extractor = HolisticExtractor(ExtractionSettings())
+    extractor = HolisticExtractor(HolisticSettings())
     extractor.extract(read_frames_rgb(list_frames(other)))
     after_other = extractor.extract(read_frames_rgb(real))
-    fresh = HolisticExtractor(ExtractionSettings()).extract(read_frames_rgb(real))
+    fresh = HolisticExtractor(HolisticSettings()).extract(read_frames_rgb(real))
     assert np.abs(after_other.landmarks - fresh.landmarks).max() < 1e-4
 
 
@@ -113,25 +114,25 @@ def test_unreadable_frames_raise(tmp_path):
 
 @legacy_mediapipe_only
 def test_settings_fingerprint_and_validation():
-    base = ExtractionSettings()
-    assert base.fingerprint() == ExtractionSettings().fingerprint()
-    assert base.fingerprint() != ExtractionSettings(min_detection_confidence=0.6).fingerprint()
-    assert base.fingerprint() != ExtractionSettings(refine_face_landmarks=True).fingerprint()
-    assert ExtractionSettings(refine_face_landmarks=True).num_points == 553
+    base = HolisticSettings()
+    assert base.fingerprint() == HolisticSettings().fingerprint()
+    assert base.fingerprint() != HolisticSettings(min_detection_confidence=0.6).fingerprint()
+    assert base.fingerprint() != HolisticSettings(refine_face_landmarks=True).fingerprint()
+    assert HolisticSettings(refine_face_landmarks=True).num_points == 553
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.model_complexity = 2
     with pytest.raises(ValueError, match="expected one of 0, 1, 2"):
-        ExtractionSettings(model_complexity=3)
+        HolisticSettings(model_complexity=3)
     with pytest.raises(ValueError, match=r"expected a value in \[0, 1\]"):
-        ExtractionSettings(min_tracking_confidence=1.5)
+        HolisticSettings(min_tracking_confidence=1.5)
     assert set(base.identity()) == {"settings", "mediapipe", "schema"}
 
 
 @pytest.mark.in_child  # would build a Holistic if the check let it through
 @pytest.mark.parametrize("complexity", [0, 2])
 def test_downloading_complexities_are_refused(complexity):
-    settings = ExtractionSettings(model_complexity=complexity)
-    from phoenix_data.holistic import _pose_model_path
+    settings = HolisticSettings(model_complexity=complexity)
+    from phoenix_data.extract.mediapipe.runtime import pose_model_path as _pose_model_path
 
     if _pose_model_path(complexity).is_file():
         pytest.skip("this mediapipe install has that model file; nothing would be downloaded")

@@ -18,11 +18,11 @@ import pytest
 from torch.utils.data import DataLoader
 
 from phoenix_data import PhoenixLandmarks
+from phoenix_data.cache.fill import Outcome, fill_sample
 from phoenix_data.corpus import read_corpus
-from phoenix_data.fill import Outcome, fill_sample
+from phoenix_data.extract.helper import close_helpers, isolated_extractor
+from phoenix_data.extract.mediapipe.runtime import holistic_builds
 from phoenix_data.frames import list_frames
-from phoenix_data.holistic import holistic_builds
-from phoenix_data.isolated import close_helpers, isolated_extractor
 
 RELEASE = "PHOENIX-2014-T"
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from PIL import Image
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract import get_extractor
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames, read_frames_rgb
-from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import LandmarkRecord
 from phoenix_data.render import LEFT_HAND_COLOUR, RIGHT_HAND_COLOUR, TILE_GAP, render_sample
 
@@ -35,7 +35,7 @@ FAR = 0.3  # ... and the other side's pose wrist: farther (measured >= 0.4)
 
 def extract(folder: Path) -> LandmarkRecord:
     """Run in the spawned process: MediaPipe Holistic over the folder's frames, in order."""
-    return get_extractor(ExtractionSettings()).extract(read_frames_rgb(list_frames(folder)))
+    return get_extractor(HolisticSettings()).extract(read_frames_rgb(list_frames(folder)))
 
 
 @pytest.fixture(scope="module")

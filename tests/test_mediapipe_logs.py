@@ -12,7 +12,7 @@ from typing import List, Union
 
 import pytest
 
-from phoenix_data.mediapipe_logs import _MARK_ENV, NOISE, VERBOSE_ENV
+from phoenix_data.extract.mediapipe.logs import _MARK_ENV, NOISE, VERBOSE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SIGABRT_STATUS = -6
@@ -70,7 +70,7 @@ def test_noise_pattern_keeps_errors_and_everything_else(line):
 FILTER_PROBE = """
     import os, sys
     from phoenix_data import mediapipe_logs
-    from phoenix_data.mediapipe_logs import quiet_mediapipe
+    from phoenix_data.extract.mediapipe.logs import quiet_mediapipe
     print(quiet_mediapipe(), file=sys.stderr)
     first = mediapipe_logs._FILTER.pid
     print(quiet_mediapipe(), mediapipe_logs._FILTER.pid == first, file=sys.stderr)  # idempotent
@@ -95,7 +95,7 @@ def test_filter_drops_noise_and_forwards_the_rest_in_order():
 def test_verbose_from_the_environment_forwards_everything():
     code = """
         import os, sys
-        from phoenix_data.mediapipe_logs import quiet_mediapipe
+        from phoenix_data.extract.mediapipe.logs import quiet_mediapipe
         print(quiet_mediapipe(), file=sys.stderr)
         os.write(2, sys.argv[1].encode() + b"\\n")
     """
@@ -107,7 +107,7 @@ def test_verbose_from_the_environment_forwards_everything():
 def test_verbose_after_quiet_puts_the_original_stderr_back():
     code = """
         import os, sys
-        from phoenix_data.mediapipe_logs import quiet_mediapipe
+        from phoenix_data.extract.mediapipe.logs import quiet_mediapipe
         print(quiet_mediapipe(), file=sys.stderr)
         os.write(2, sys.argv[1].encode() + b"\\n")  # dropped
         print(quiet_mediapipe(verbose=True), file=sys.stderr)
@@ -147,10 +147,10 @@ EXTRACT_PROBE = """
     import sys
     from pathlib import Path
     from phoenix_data.extract import get_extractor
-    from phoenix_data.holistic import ExtractionSettings
+    from phoenix_data.extract.mediapipe.settings import HolisticSettings
     from phoenix_data.frames import list_frames, read_frames_rgb
 
-    extractor = get_extractor(ExtractionSettings())  # the extractor quiets MediaPipe itself
+    extractor = get_extractor(HolisticSettings())  # the extractor quiets MediaPipe itself
     for video in range(2):  # each video restarts the graph, which logs again
         record = extractor.extract(read_frames_rgb(list_frames(Path(sys.argv[1]))))
         print(record.num_frames, record.detection_rates()["pose"])
@@ -174,7 +174,7 @@ def test_real_holistic_noise_is_gone_unless_verbose(real_frames_dir):
 ERROR_PROBE = """
     import sys, traceback
     import numpy as np
-    from phoenix_data.mediapipe_logs import quiet_mediapipe
+    from phoenix_data.extract.mediapipe.logs import quiet_mediapipe
 
     quiet_mediapipe()
     import mediapipe as mp

@@ -31,9 +31,11 @@ import numpy as np
 import pytest
 from helpers import ci_is_set
 
-from phoenix_data import model_bundle, tflite_edit
 from phoenix_data.cache import LandmarkCache
-from phoenix_data.holistic import ExtractionSettings, default_backend, mediapipe_version
+from phoenix_data.extract.mediapipe import bundle as model_bundle
+from phoenix_data.extract.mediapipe import tflite_edit
+from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.settings import HolisticSettings, default_backend
 from phoenix_data.record import LandmarkRecord
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +75,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 def phoenix_models(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "phoenix_data.cli_models", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "phoenix_data.cli.models", *args], capture_output=True,
                           text=True, timeout=300)
 
 
@@ -89,8 +91,8 @@ def _extract_all(models: str) -> Dict[Tuple[str, str], LandmarkRecord]:
     from phoenix_data.frames import list_frames, read_frames_rgb
 
     os.environ[model_bundle.MODELS_ENV] = models
-    tracking = get_extractor(ExtractionSettings())
-    static = get_extractor(ExtractionSettings(static_image_mode=True))
+    tracking = get_extractor(HolisticSettings())
+    static = get_extractor(HolisticSettings(static_image_mode=True))
     frames = {name: list(read_frames_rgb(list_frames(folder))) for name, folder in CLIPS.items()}
     out = {(name, "video"): tracking.extract(frames[name]) for name in CLIPS}
     out[("both_hands", "video-again")] = tracking.extract(frames["both_hands"])  # after the other clip
@@ -177,9 +179,9 @@ def test_static_mode_remembers_nothing_between_frames(extracted):
 def test_a_record_goes_into_the_cache_and_comes_back(extracted, tmp_path, models_dir):
     record = extracted[("hand_gaps", "video")]
     key = "PHOENIX-2014-T/train/person_hand_gaps_12"
-    with LandmarkCache(tmp_path / "cache", ExtractionSettings()).session() as cache:
+    with LandmarkCache(tmp_path / "cache", HolisticSettings()).session() as cache:
         stored = cache.put(key, record)
-    cache = LandmarkCache(tmp_path / "cache", ExtractionSettings(), readonly=True)
+    cache = LandmarkCache(tmp_path / "cache", HolisticSettings(), readonly=True)
     back = cache.get(key)
     np.testing.assert_array_equal(back.landmarks, stored.landmarks)
     np.testing.assert_allclose(back.landmarks, record.landmarks, atol=1e-3)  # stored as float16
@@ -197,14 +199,15 @@ import json, sys
 import numpy as np
 from phoenix_data.extract import get_extractor
 from phoenix_data.frames import list_frames, read_frames_rgb
-from phoenix_data.holistic import ExtractionSettings, mediapipe_version
-from phoenix_data.model_bundle import build_bundle
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
+from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.bundle import build_bundle
 
 out, clips = sys.argv[1], json.loads(sys.argv[2])
 info = build_bundle()  # into $PHOENIX_DATA_MODELS, from the installed mediapipe 0.10.21
 arrays = {}
 for mode in ("video", "static"):
-    extractor = get_extractor(ExtractionSettings(backend="tasks", static_image_mode=mode == "static"))
+    extractor = get_extractor(HolisticSettings(backend="tasks", static_image_mode=mode == "static"))
     for name, folder in clips.items():
         record = extractor.extract(read_frames_rgb(list_frames(folder)))
         arrays[f"{name}/{mode}/landmarks"], arrays[f"{name}/{mode}/found"] = record.landmarks, record.found
@@ -259,7 +262,7 @@ def test_the_dataset_extracts_the_demo_in_two_workers_and_reads_it_back(demo_tre
 
     from phoenix_data import collate_ctc
     from phoenix_data.dataset import PhoenixLandmarks
-    from phoenix_data.holistic import holistic_builds
+    from phoenix_data.extract.mediapipe.runtime import holistic_builds
 
     assert built.returncode == 0, built.stderr
     dataset = PhoenixLandmarks(demo_tree["PHOENIX-2014-T"], "train", cache=tmp_path / "cache")

@@ -1,7 +1,7 @@
 """The extractor seam with the fast fake estimator: the whole path without MediaPipe, in seconds.
 
 The same code as with MediaPipe runs here (corpus, the isolated helper, DataLoader workers, claims,
-the LMDB cache, the warm-up job); only the estimator is ``phoenix_data.testing``'s fake.
+the LMDB cache, the warm-up job); only the estimator is ``phoenix_data.extract.fake``'s fake.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader
 
 from phoenix_data import PhoenixLandmarks
 from phoenix_data.cache import CacheError, LandmarkCache
-from phoenix_data.claims import claim
+from phoenix_data.cache.claims import claim
+from phoenix_data.cache.fill import Outcome, fill_sample
 from phoenix_data.corpus import read_corpus
-from phoenix_data.fill import Outcome, fill_sample
+from phoenix_data.extract.fake import FakeExtractorSettings, fake_points
+from phoenix_data.extract.helper import close_helpers
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames, read_frames_rgb
-from phoenix_data.holistic import ExtractionSettings
-from phoenix_data.isolated import close_helpers
-from phoenix_data.testing import FakeExtractorSettings, fake_points
 from phoenix_data.warm import WarmOptions, warm
 
 RELEASE = "PHOENIX-2014-T"
@@ -47,8 +47,8 @@ def test_dataset_epoch_with_the_fake_extractor(demo_tree, tmp_path):
 def test_fake_and_mediapipe_records_never_mix(demo_tree, tmp_path):
     PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)[0]
     with pytest.raises(CacheError, match="other extraction settings"):
-        PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=ExtractionSettings())
-    assert FAKE.fingerprint() != ExtractionSettings().fingerprint()
+        PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=HolisticSettings())
+    assert FAKE.fingerprint() != HolisticSettings().fingerprint()
 
 
 def test_warm_up_library_call_with_the_fake(demo_tree, tmp_path):

@@ -20,9 +20,11 @@ from typing import Dict, Tuple
 import numpy as np
 import pytest
 
-from phoenix_data import model_bundle, tflite_edit
 from phoenix_data.cache import CacheError, LandmarkCache
-from phoenix_data.holistic import ExtractionSettings, default_backend, mediapipe_version
+from phoenix_data.extract.mediapipe import bundle as model_bundle
+from phoenix_data.extract.mediapipe import tflite_edit
+from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.settings import HolisticSettings, default_backend
 from phoenix_data.record import LandmarkRecord
 
 pytestmark = pytest.mark.skipif(not mediapipe_version().startswith("0.10.21"),
@@ -52,11 +54,11 @@ def _extract_all(models: str) -> Dict[Tuple[str, str, bool], LandmarkRecord]:
     out = {}
     for static in (False, True):
         for backend in ("legacy", "tasks"):
-            extractor = get_extractor(ExtractionSettings(backend=backend, static_image_mode=static))
+            extractor = get_extractor(HolisticSettings(backend=backend, static_image_mode=static))
             for name, folder in CLIPS.items():
                 out[(name, backend, static)] = extractor.extract(read_frames_rgb(list_frames(folder)))
     # the tasks extractor's result for a clip must not depend on the clip it read before
-    tracking = get_extractor(ExtractionSettings(backend="tasks"))
+    tracking = get_extractor(HolisticSettings(backend="tasks"))
     out[("both_hands", "tasks-again", False)] = tracking.extract(read_frames_rgb(list_frames(CLIPS["both_hands"])))
     return out
 
@@ -173,7 +175,7 @@ def test_a_damaged_or_foreign_bundle_is_refused_with_the_command_that_fixes_it(t
 
 def test_phoenix_models_builds_once_and_shows_the_bundle(tmp_path):
     env = dict(os.environ, PHOENIX_DATA_MODELS=str(tmp_path))
-    run = [sys.executable, "-m", "phoenix_data.cli_models"]
+    run = [sys.executable, "-m", "phoenix_data.cli.models"]
     built = subprocess.run(run + ["build"], env=env, capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
     assert "wrote" in built.stdout and (tmp_path / "holistic_landmarker.task").is_file()
@@ -189,13 +191,13 @@ def test_phoenix_models_builds_once_and_shows_the_bundle(tmp_path):
 # --- settings and caches ---------------------------------------------------------------------------
 
 def test_default_backend_and_legacy_identity_are_what_they_were(models_dir):
-    assert default_backend() == "legacy" and ExtractionSettings().backend == "legacy"
-    identity = ExtractionSettings().identity()
+    assert default_backend() == "legacy" and HolisticSettings().backend == "legacy"
+    identity = HolisticSettings().identity()
     assert set(identity) == {"settings", "mediapipe", "schema"}  # caches from before backends still open
     assert "backend" not in identity["settings"]
-    tasks = ExtractionSettings(backend="tasks").identity()
+    tasks = HolisticSettings(backend="tasks").identity()
     assert tasks["backend"] == "tasks" and len(tasks["model_bundle_sha256"]) == 64
-    assert ExtractionSettings(backend="tasks").fingerprint() != ExtractionSettings().fingerprint()
+    assert HolisticSettings(backend="tasks").fingerprint() != HolisticSettings().fingerprint()
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -206,25 +208,25 @@ def test_default_backend_and_legacy_identity_are_what_they_were(models_dir):
 ])
 def test_settings_refuse_what_a_backend_cannot_do(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ExtractionSettings(**kwargs)
+        HolisticSettings(**kwargs)
 
 
 def test_refined_face_needs_a_bundle_with_the_refined_model(models_dir):
     with pytest.raises(ValueError, match="refined face model"):
-        ExtractionSettings(backend="tasks", refine_face_landmarks=True).check_ready()
+        HolisticSettings(backend="tasks", refine_face_landmarks=True).check_ready()
 
 
 def test_caches_of_the_two_backends_refuse_each_other(tmp_path, models_dir):
-    LandmarkCache(tmp_path / "legacy", ExtractionSettings()).close()
+    LandmarkCache(tmp_path / "legacy", HolisticSettings()).close()
     with pytest.raises(CacheError, match=r"backend: cache 'legacy', now 'tasks'.*--overwrite"):
-        LandmarkCache(tmp_path / "legacy", ExtractionSettings(backend="tasks"))
-    LandmarkCache(tmp_path / "tasks", ExtractionSettings(backend="tasks")).close()
+        LandmarkCache(tmp_path / "legacy", HolisticSettings(backend="tasks"))
+    LandmarkCache(tmp_path / "tasks", HolisticSettings(backend="tasks")).close()
     with pytest.raises(CacheError, match=r"backend: cache 'tasks', now 'legacy'"):
-        LandmarkCache(tmp_path / "tasks", ExtractionSettings(), readonly=True)
+        LandmarkCache(tmp_path / "tasks", HolisticSettings(), readonly=True)
     other = tmp_path / "other.task"
     model_bundle.build_bundle(other, source=models_dir / "holistic_landmarker.task")
     assert model_bundle.load_bundle(other).sha256 == model_bundle.load_bundle().sha256  # same bundle: same cache
-    LandmarkCache(tmp_path / "tasks", ExtractionSettings(backend="tasks", model_bundle=str(other))).close()
+    LandmarkCache(tmp_path / "tasks", HolisticSettings(backend="tasks", model_bundle=str(other))).close()
 
 
 # --- the Dataset, through DataLoader workers -------------------------------------------------------
@@ -233,18 +235,18 @@ def _extract_folder(models: str, folder: str) -> LandmarkRecord:
     from phoenix_data.extract import extract_frames_dir
 
     os.environ[model_bundle.MODELS_ENV] = models
-    return extract_frames_dir(folder, ExtractionSettings(backend="tasks"))
+    return extract_frames_dir(folder, HolisticSettings(backend="tasks"))
 
 
 def test_the_dataset_extracts_with_the_tasks_backend_in_two_workers(demo_tree, tmp_path, models_dir):
     from torch.utils.data import DataLoader
 
     from phoenix_data.dataset import PhoenixLandmarks
-    from phoenix_data.holistic import holistic_builds
+    from phoenix_data.extract.mediapipe.runtime import holistic_builds
 
     release = "PHOENIX-2014-T"
     dataset = PhoenixLandmarks(demo_tree[release], "train", cache=tmp_path / "cache",
-                               settings=ExtractionSettings(backend="tasks"))
+                               settings=HolisticSettings(backend="tasks"))
     items = {item["id"]: item for item in DataLoader(dataset, batch_size=None, num_workers=2)}
     assert holistic_builds() == 0, "the main process built a landmarker"
     assert len(items) == len(dataset) == 3
@@ -254,12 +256,13 @@ def test_the_dataset_extracts_with_the_tasks_backend_in_two_workers(demo_tree, t
     # the cache stores float16: the same numbers, rounded
     np.testing.assert_array_equal(items[sample.id]["landmarks"].numpy(),
                                   direct.landmarks.astype(np.float16).astype(np.float32))
-    stored = LandmarkCache(tmp_path / "cache", ExtractionSettings(backend="tasks"), readonly=True).metadata()
+    stored = LandmarkCache(tmp_path / "cache", HolisticSettings(backend="tasks"), readonly=True).metadata()
     assert stored["backend"] == "tasks" and stored["model_bundle_sha256"] == model_bundle.load_bundle().sha256
 
 
 def test_the_commands_take_the_backend_and_refuse_what_it_cannot_do(tmp_path):
-    from phoenix_data.cli import build_warm_parser, settings_flags
+    from phoenix_data.cli.common import settings_flags
+    from phoenix_data.cli.warm import build_parser as build_warm_parser
 
     parser = build_warm_parser()
     args = parser.parse_args(["--demo", "--backend", "tasks", "--static-image-mode"])
@@ -278,7 +281,7 @@ def test_the_commands_take_the_backend_and_refuse_what_it_cannot_do(tmp_path):
 
 def test_processes_that_need_the_bundle_at_once_build_it_once(tmp_path):
     env = dict(os.environ, PHOENIX_DATA_MODELS=str(tmp_path))
-    code = ("import logging; logging.basicConfig(); from phoenix_data.model_bundle import load_bundle; "
+    code = ("import logging; logging.basicConfig(); from phoenix_data.extract.mediapipe.bundle import load_bundle; "
             "print(load_bundle().sha256)")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
@@ -303,9 +306,9 @@ def test_a_bundle_with_478_face_points_serves_refined_settings_and_keeps_468_oth
     bundle = tmp_path / "official-like.task"
     _refined_like_bundle(bundle)
     assert model_bundle.load_bundle(bundle).face_points == 478
-    refined = ExtractionSettings(backend="tasks", refine_face_landmarks=True, model_bundle=str(bundle))
+    refined = HolisticSettings(backend="tasks", refine_face_landmarks=True, model_bundle=str(bundle))
     refined.check_ready()  # no error: the bundle has the points
-    assert refined.num_points == 553 and ExtractionSettings(backend="tasks", model_bundle=str(bundle)).num_points == 543
+    assert refined.num_points == 553 and HolisticSettings(backend="tasks", model_bundle=str(bundle)).num_points == 543
     copied = model_bundle.build_bundle(tmp_path / "models" / "holistic_landmarker.task", source=bundle)
     assert copied.face_points == 478 and copied.sha256 == model_bundle.load_bundle(bundle).sha256
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from phoenix_data.ctc_model import LEFT_SHOULDER, RIGHT_SHOULDER, greedy_decode, normalize_landmarks
-from phoenix_data.training import LOG_CSV, demo_options, prepare_demo, train
+from ctc_model import LEFT_SHOULDER, RIGHT_SHOULDER, greedy_decode, normalize_landmarks
+from ctc_training import LOG_CSV, demo_options, prepare_demo, train
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from phoenix_data.batching import collate_ctc
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.dataset import PhoenixLandmarks
-from phoenix_data.holistic import ExtractionSettings
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.record import NUM_POINTS, POSE_POINTS, LandmarkRecord, part_slices
 from phoenix_data.transforms import (
     SUBSETS,
@@ -484,7 +484,7 @@ def fake_cached_dataset(tmp_path_factory):
     """A dataset whose every sample is a fake record in a real LMDB cache: it never extracts."""
     base = tmp_path_factory.mktemp("transforms")
     root = fake_release(base, 10)
-    cache = LandmarkCache(base / "cache", ExtractionSettings())
+    cache = LandmarkCache(base / "cache", HolisticSettings())
     rng = np.random.default_rng(0)
     for i in range(10):
         frames = 20 + 3 * i

@@ -34,11 +34,11 @@ from helpers import (
 )
 
 from phoenix_data.cache import LandmarkCache
-from phoenix_data.cli import warm_main as main
+from phoenix_data.cli.warm import main
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames
-from phoenix_data.holistic import ExtractionSettings
 from phoenix_data.record import LandmarkRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_demo_run_writes_summary_and_metrics(first_run):
     assert 0 < spread["min"] <= spread["median"] <= spread["max"]
     assert summary["workers"] == 2 and summary["main_pid"] == first_run["proc"].pid
     assert set(summary["versions"]) == {"phoenix_data", "mediapipe", "torch", "python"}
-    assert summary["settings_fingerprint"] == ExtractionSettings().fingerprint()
+    assert summary["settings_fingerprint"] == HolisticSettings().fingerprint()
     # What the records hold: pose and face in every frame, hands in most (a signer), not all (a person
     # whose right hand comes and goes and whose left one is out of view).
     shares = found_shares(cache, list(expected_frames(first_run["demo"], MULTI, ["train"])))
@@ -241,7 +241,7 @@ def test_second_ctrl_c_exits_at_once_without_harm(demo_dir, tmp_path):
 
 def test_overwrite_discards_only_a_cache_of_other_settings(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    old = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3))
+    old = LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3))
     with old.session():
         old.put("old/settings/record", LandmarkRecord(np.zeros((2, 543, 3), np.float32),
                                                       np.zeros((2, 543), np.float32), width=210, height=260))

@@ -37,8 +37,8 @@ from helpers import (
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames
-from phoenix_data.holistic import ExtractionSettings
 
 ALL_RELEASES = (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
 
@@ -149,11 +149,11 @@ def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
                       "--report-dir", tmp_path / "r")
     wait_for_rows(proc, tmp_path / "r", 1)
-    LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3), overwrite=True)
+    LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3), overwrite=True)
     assert proc.wait(timeout=120) == 3
     out = (tmp_path / "stdout.txt").read_text()
     assert "other extraction settings" in out and "Traceback" not in (tmp_path / "stderr.txt").read_text()
-    store = LandmarkCache(cache, ExtractionSettings(min_detection_confidence=0.3), readonly=True)
+    store = LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3), readonly=True)
     with store.session():
         assert store.failures() == {}  # not "failed before" for the next job
     rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2, "--min-detection-confidence", 0.3)

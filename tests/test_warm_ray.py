@@ -1,7 +1,7 @@
 """The warm-up on a real Ray cluster (no mocks): a head and a second node on this machine, one CPU each.
 
 The cluster starts once for the module (a Ray node takes seconds to start). Most runs use the fast
-fake extractor (``phoenix_data.testing``): the point there is Ray's part (actors, faults, Ctrl+C,
+fake extractor (``phoenix_data.extract.fake``): the point there is Ray's part (actors, faults, Ctrl+C,
 resume); one test runs real MediaPipe and compares with a local warm-up of the same samples.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli import warm_main
 from phoenix_data.corpus import RELEASES, find_release, read_release_split
 from phoenix_data.exit_codes import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from phoenix_data.holistic import ExtractionSettings
-from phoenix_data.testing import FakeExtractorSettings
+from phoenix_data.extract.fake import FakeExtractorSettings
+from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.warm import WarmOptions, warm
 
 try:
@@ -101,7 +101,7 @@ def test_mediapipe_on_two_nodes_equals_a_local_warm_up(cluster, demo_dir, tmp_pa
     summary = read_json(tmp_path / "ray" / "summary.json")
     keys = [s.key for s in read_release_split(find_release(demo_dir, MULTI), "dev")]
     assert summary["counts"]["extracted"] == len(keys) and len(summary["ray"]["nodes"]) == 2
-    ours, theirs = (decoded(tmp_path / name, ExtractionSettings(), keys) for name in ("ray", "local"))
+    ours, theirs = (decoded(tmp_path / name, HolisticSettings(), keys) for name in ("ray", "local"))
     for key in keys:
         np.testing.assert_array_equal(ours[key].presence(), theirs[key].presence(), err_msg=key)
         # float16 storage: one step is 2**-10 relative (2**-11 absolute below 1)
@@ -162,8 +162,8 @@ def test_no_actor_left_exits_3_saying_rerun(cluster, demo_dir, tmp_path):
 DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from phoenix_data.cli import _guarded, _set_up_logging
-    from phoenix_data.testing import FakeExtractorSettings
+    from phoenix_data.cli.common import guarded as _guarded, set_up_logging as _set_up_logging
+    from phoenix_data.extract.fake import FakeExtractorSettings
     from phoenix_data.warm import WarmOptions
 
     def run():

@@ -14,14 +14,13 @@ The parts: ``scan`` (corpus and cache on disk), ``smoke`` (a DataLoader batch), 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..corpus import SPLITS, find_release
 from ..exit_codes import EXIT_FAILURES, EXIT_OK
-from ..extract import ExtractorSettings
-from ..holistic import ExtractionSettings
+from ..extract import ExtractorSpec
 from .picture import find_sample, render
 from .report import format_cache, format_corpus, format_smoke, problem_summary
 from .scan import CheckError, check_cache, check_corpus
@@ -37,6 +36,7 @@ class CheckOptions:
     """What ``phoenix-dataset`` checks: a release (``split`` None: all three), optionally its cache."""
 
     root: Path
+    settings: ExtractorSpec  # what the cache's records were made with (the command's flags)
     release: Optional[str] = None
     split: Optional[str] = None
     cache: Optional[Path] = None
@@ -44,7 +44,6 @@ class CheckOptions:
     render: Optional[str] = None  # a sample id to draw, to ``out`` (.png; the GIF beside it)
     out: Optional[Path] = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    settings: ExtractorSettings = field(default_factory=ExtractionSettings)
 
 
 def run(args: CheckOptions, emit: Callable[[str], None]) -> int:

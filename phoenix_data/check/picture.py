@@ -9,7 +9,7 @@ import lmdb
 
 from ..cache import CacheError, CacheRecordError, LandmarkCache
 from ..corpus import SPLITS, CorpusError, Release, Sample, read_release_split
-from ..extract import ExtractorSettings
+from ..extract import ExtractorSpec
 from ..frames import list_frames
 from ..record import LandmarkRecord
 from .scan import CheckError, open_cache
@@ -38,7 +38,7 @@ def find_sample(release: Release, sample_id: str, splits: Sequence[str]) -> Samp
 
 
 def record_for_render(sample: Sample, cache_path: Optional[Path],
-                      settings: ExtractorSettings) -> Tuple[LandmarkRecord, str]:
+                      settings: ExtractorSpec) -> Tuple[LandmarkRecord, str]:
     """The sample's record and where it came from: the cache, or a fresh extraction (then stored)."""
     note = ""
     cache = open_cache(cache_path, settings) if cache_path is not None else None
@@ -50,7 +50,7 @@ def record_for_render(sample: Sample, cache_path: Optional[Path],
                 record, note = None, f"cached record unusable ({exc}); "
         if record is not None:
             return record, "landmarks read from the cache"
-    from ..fill import extract_record  # noqa: PLC0415 - in the isolated helper process, not here
+    from ..cache.fill import extract_record  # noqa: PLC0415 - in the isolated helper process, not here
 
     record = extract_record(sample, settings)
     if cache_path is None:
@@ -64,7 +64,7 @@ def record_for_render(sample: Sample, cache_path: Optional[Path],
     return record, note + "extracted and stored in the cache"
 
 
-def render(sample: Sample, cache_path: Optional[Path], settings: ExtractorSettings, out: Path) -> List[str]:
+def render(sample: Sample, cache_path: Optional[Path], settings: ExtractorSpec, out: Path) -> List[str]:
     """Draw one sample's landmarks over its frames; the report lines saying what was written."""
     from ..render import render_sample  # noqa: PLC0415
 

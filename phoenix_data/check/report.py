@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..holistic import mediapipe_version
+from ..extract import extractor_versions
 from ..record import PARTS
 from .scan import EITHER_HAND, CacheReport, CacheSplit, CorpusReport
 from .smoke import SMOKE_WORKERS, SmokeResult
@@ -75,9 +75,10 @@ def _sample_list(title: str, entries: Sequence[Tuple[str, str, str]],
 
 def format_cache(report: CacheReport) -> List[str]:
     s = report.settings
+    versions = "".join(f"{name} {version}, " for name, version in extractor_versions(s).items())
     lines = [f"Cache {report.path}",
              f"  settings: {', '.join(f'{k}={v}' for k, v in s.as_dict().items())}, "
-             f"mediapipe {mediapipe_version()}, fingerprint {s.fingerprint()}"]
+             f"{versions}fingerprint {s.fingerprint()}"]
     if not report.exists:
         lines += ["  no cache built here yet (no data.mdb): every sample is missing. Training would extract",
                   "  on the fly; phoenix-warm-cache fills it first."]

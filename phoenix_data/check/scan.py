@@ -11,11 +11,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cache import CacheError, CacheRecordError, LandmarkCache
+from ..cache.audit import NO_FRAMES, record_problems
 from ..corpus import Release, Sample, read_release_split
-from ..extract import ExtractorSettings
+from ..extract import ExtractorSpec
 from ..frames import FramesError, list_frames
 from ..record import PARTS, LandmarkRecord
-from ..verify import NO_FRAMES, record_problems
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,13 @@ class CacheSplit:
 @dataclass
 class CacheReport:
     path: Path
-    settings: ExtractorSettings
+    settings: ExtractorSpec
     exists: bool  # False: no cache built at ``path`` yet
     splits: List[CacheSplit]
     verified: bool
 
 
-def open_cache(path: Path, settings: ExtractorSettings) -> Optional[LandmarkCache]:
+def open_cache(path: Path, settings: ExtractorSpec) -> Optional[LandmarkCache]:
     """The cache read-only, or None when none has been built at ``path``; CheckError when unusable."""
     if not (path / "data.mdb").is_file():
         return None
@@ -140,7 +140,7 @@ def open_cache(path: Path, settings: ExtractorSettings) -> Optional[LandmarkCach
         raise CheckError(str(exc)) from None
 
 
-def check_cache(path: Path, settings: ExtractorSettings, scans: Sequence[SplitScan],
+def check_cache(path: Path, settings: ExtractorSpec, scans: Sequence[SplitScan],
                 verify: bool) -> CacheReport:
     """Coverage and detection per split; every record is decoded, and with ``verify`` checked too."""
     cache = open_cache(path, settings)

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..cache import LandmarkCache
+from ..cache.audit import records_to_repair
 from ..corpus import RELEASES, SPLITS, CorpusError, Release, Sample, find_release, read_release_split
-from ..extract import ExtractorSettings
-from ..holistic import ExtractionSettings
-from ..verify import records_to_repair
+from ..extract import ExtractorSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,7 @@ class WarmOptions:
 
     root: Path
     cache: Path
+    settings: ExtractorSpec  # what extracts (HolisticSettings, from the command's flags): chosen by the caller
     split: str = ALL_SPLITS
     release: Optional[str] = None
     workers: int = field(default_factory=default_workers)
@@ -70,7 +70,6 @@ class WarmOptions:
     repair: bool = False  # decode every cached record (checksums too); re-extract damaged ones
     heartbeat: float = DEFAULT_HEARTBEAT_SECONDS
     progress_bar: Optional[bool] = None
-    settings: ExtractorSettings = field(default_factory=ExtractionSettings)
 
     @property
     def reports(self) -> Path:

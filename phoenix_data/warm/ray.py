@@ -29,10 +29,10 @@ from datetime import datetime
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..cache import CacheError, CacheRecordError
-from ..fill import Outcome, SampleStatus, cached_frames
-from ..ray_actor import ActorResult, WarmActor
+from ..cache.fill import Outcome, SampleStatus, cached_frames
 from ..record import decode_record
 from . import WarmOutcome, _finish
+from .actor import ActorResult, WarmActor
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
 from .progress import make_progress
 from .report import METRICS_FILE, MetricsWriter

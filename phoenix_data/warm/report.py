@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .. import __version__
+from ..cache.fill import Outcome
 from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
-from ..fill import Outcome
-from ..holistic import mediapipe_version
+from ..extract import extractor_versions
 from ..record import PARTS
 from .plan import WarmOptions, WarmPlan
 from .run import RunState, TaskResult
@@ -201,7 +201,7 @@ def _context(options: WarmOptions, plan: WarmPlan) -> dict:
         "settings": options.settings.as_dict(),
         "settings_fingerprint": options.settings.fingerprint(),
         "discarded_records": plan.cache.discarded,
-        "versions": {"phoenix_data": __version__, "mediapipe": mediapipe_version(),
+        "versions": {"phoenix_data": __version__, **extractor_versions(options.settings),
                      "torch": torch.__version__, "python": platform.python_version()},
         "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
     }

@@ -25,8 +25,8 @@ from typing import Iterator, List, Optional, Sequence, Set
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..cache import CacheError
-from ..fill import CLAIM_WAIT_SECONDS, Outcome, SampleStatus, fill_sample
-from ..holistic import holistic_builds
+from ..cache.fill import CLAIM_WAIT_SECONDS, Outcome, SampleStatus, fill_sample
+from ..extract import fork_unsafe_builds
 from .plan import WarmOptions, WarmPlan
 from .progress import Progress, make_progress
 
@@ -255,9 +255,9 @@ def _run_rounds(runner: _Runner, pending: List[int]) -> None:
 
 
 def _check_nothing_to_inherit(workers: int) -> None:
-    """Workers fork from this process: a Holistic built here would break them."""
-    if workers and holistic_builds():
-        raise RuntimeError("this process built a MediaPipe Holistic before the warm-up forks its workers, "
+    """Workers fork from this process: a MediaPipe graph built here would break them."""
+    if workers and fork_unsafe_builds():
+        raise RuntimeError("this process built a MediaPipe graph before the warm-up forks its workers, "
                            "which that would break. Run the warm-up in a fresh process.")
 
 

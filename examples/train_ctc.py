@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train the example CTC recogniser on cached landmarks; dev WER (the release's scoring) every epoch.
 
-    python scripts/train_ctc.py --root /data/phoenix2014-release --release multisigner \\
+    python examples/train_ctc.py --root /data/phoenix2014-release --release multisigner \\
         --cache /data/cache/landmarks --out runs/ctc --epochs 30
-    python scripts/train_ctc.py --demo            # builds and warms the demo tree, memorises its train split
+    python examples/train_ctc.py --demo            # builds and warms the demo tree, memorises its train split
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from phoenix_data.training import EpochStats, TrainOptions, demo_options, prepare_demo, train
+from ctc_training import EpochStats, TrainOptions, demo_options, prepare_demo, train
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

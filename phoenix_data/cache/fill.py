@@ -19,13 +19,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from .cache import CacheError, CacheRecordError, LandmarkCache
+from ..corpus import Sample
+from ..extract import ExtractorSpec, extract_frames_dir
+from ..extract.helper import ExtractorCrashed, isolated_extractor
+from ..frames import FramesError
+from ..record import LandmarkRecord
 from .claims import claim
-from .corpus import Sample
-from .extract import ExtractorSettings, extract_frames_dir
-from .frames import FramesError
-from .isolated import ExtractorCrashed, isolated_extractor
-from .record import LandmarkRecord
+from .store import CacheError, CacheRecordError, LandmarkCache
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def may_extract_here() -> bool:
     return data is not None and data.get_worker_info() is not None
 
 
-def extract_record(sample: Sample, settings: ExtractorSettings) -> LandmarkRecord:
+def extract_record(sample: Sample, settings: ExtractorSpec) -> LandmarkRecord:
     """The sample's landmarks, extracted here (in a worker) or by the isolated helper process."""
     if may_extract_here():
         return extract_frames_dir(sample.frames_dir, settings, sample.key)
@@ -82,7 +82,7 @@ def cached_frames(cache: LandmarkCache, key: str, verify: bool = False) -> Optio
         return None
 
 
-def fetch_or_extract(cache: LandmarkCache, sample: Sample, settings: ExtractorSettings) -> LandmarkRecord:
+def fetch_or_extract(cache: LandmarkCache, sample: Sample, settings: ExtractorSpec) -> LandmarkRecord:
     """A cache miss of the Dataset: wait for another process extracting it, else extract and store it."""
     with claim(cache.path, sample.key, wait=CLAIM_WAIT_SECONDS) as held:
         record = cache.get(sample.key, float16=True)
@@ -94,7 +94,7 @@ def fetch_or_extract(cache: LandmarkCache, sample: Sample, settings: ExtractorSe
         return cache.put(sample.key, extract_record(sample, settings))
 
 
-def fill_sample(cache: LandmarkCache, sample: Sample, settings: ExtractorSettings, *,
+def fill_sample(cache: LandmarkCache, sample: Sample, settings: ExtractorSpec, *,
                 retry_failed: bool = True, verify: bool = False, wait: float = 0.0) -> SampleStatus:
     """Extract and store ``sample`` unless cached; report what happened. Never raises for a bad sample.
 
@@ -116,7 +116,7 @@ def fill_sample(cache: LandmarkCache, sample: Sample, settings: ExtractorSetting
         return _extract_and_store(cache, sample, settings)
 
 
-def _extract_retrying_a_crash(sample: Sample, settings: ExtractorSettings) -> LandmarkRecord:
+def _extract_retrying_a_crash(sample: Sample, settings: ExtractorSpec) -> LandmarkRecord:
     """A helper process that died on a sample gets one more try, in a fresh helper: the first death
     may have had another cause (the OOM killer, a kill)."""
     try:
@@ -126,7 +126,7 @@ def _extract_retrying_a_crash(sample: Sample, settings: ExtractorSettings) -> La
         return extract_record(sample, settings)
 
 
-def _extract_and_store(cache: LandmarkCache, sample: Sample, settings: ExtractorSettings) -> SampleStatus:
+def _extract_and_store(cache: LandmarkCache, sample: Sample, settings: ExtractorSpec) -> SampleStatus:
     try:
         record = cache.put(sample.key, _extract_retrying_a_crash(sample, settings))
     except CacheError:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .exit_codes import EXIT_USAGE
+from ..exit_codes import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show(path: Optional[Path]) -> int:
-    from .model_bundle import load_bundle, manifest_path  # noqa: PLC0415
+    from ..extract.mediapipe.bundle import load_bundle, manifest_path  # noqa: PLC0415
 
     info = load_bundle(path, build=False)
     print(f"bundle:      {info.path}")
@@ -50,7 +50,7 @@ def _show(path: Optional[Path]) -> int:
 
 
 def _build(out: Optional[Path], source: Optional[Path], force: bool) -> int:
-    from .model_bundle import build_bundle, default_bundle_path, load_bundle  # noqa: PLC0415
+    from ..extract.mediapipe.bundle import build_bundle, default_bundle_path, load_bundle  # noqa: PLC0415
 
     target = out if out is not None else default_bundle_path()
     if target.is_file() and not force and source is None:
@@ -65,7 +65,7 @@ def _build(out: Optional[Path], source: Optional[Path], force: bool) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    from .model_bundle import BundleError  # noqa: PLC0415
+    from ..extract.mediapipe.bundle import BundleError  # noqa: PLC0415
 
     try:
         if args.command == "show":

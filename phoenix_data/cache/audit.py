@@ -10,10 +10,10 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 
-from .cache import CacheRecordError, LandmarkCache
-from .corpus import Sample
-from .frames import FramesError, list_frames
-from .record import LandmarkRecord
+from ..corpus import Sample
+from ..frames import FramesError, list_frames
+from ..record import LandmarkRecord
+from .store import CacheRecordError, LandmarkCache
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
 
+from ...record import FACE_POINTS, FACE_POINTS_REFINED
 from . import tflite_edit
+from .runtime import LEGACY_MEDIAPIPE
 
 log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "holistic_landmarker.task"
 MANIFEST_SUFFIX = ".json"
-LEGACY_VERSION = "0.10.21"
 BUILD_FORMAT = 1  # bump when the build's output changes: bundles of another format are rebuilt
 
 # name in the bundle -> (legacy model under mediapipe/modules/, edit)
@@ -49,7 +50,8 @@ BUNDLE_MODELS: Dict[str, Tuple[str, str]] = {
     "hand_roi_refinement.tflite": ("holistic_landmark/hand_recrop.tflite", "normalize"),
 }
 FACE_MODEL = "face_landmarks_detector.tflite"
-LEGACY_FACE_POINTS, TASKS_FACE_POINTS = 468, 478
+# the legacy face model's points; the Tasks face graph reads the refined count
+LEGACY_FACE_POINTS, TASKS_FACE_POINTS = FACE_POINTS, FACE_POINTS_REFINED
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same models give the same bundle bytes
 _ALIGNMENT = 4  # MediaPipe maps the stored files directly: align each to 4 bytes
 
@@ -113,21 +115,21 @@ def installed_legacy_modules() -> Optional[Path]:
 def download_legacy_wheel(dest: Path) -> Path:
     """mediapipe 0.10.21's wheel from PyPI (the models only: any platform's wheel holds the same files)."""
     dest.mkdir(parents=True, exist_ok=True)
-    found = sorted(dest.glob(f"mediapipe-{LEGACY_VERSION}-*.whl"))
+    found = sorted(dest.glob(f"mediapipe-{LEGACY_MEDIAPIPE}-*.whl"))
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={LEGACY_VERSION}", "--no-deps",
+    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={LEGACY_MEDIAPIPE}", "--no-deps",
            "--only-binary=:all:", "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64",
            "--dest", str(dest), "--quiet"]
     log.warning("downloading mediapipe %s's wheel from PyPI for its models (~36 MB): %s",
-                LEGACY_VERSION, " ".join(cmd))
+                LEGACY_MEDIAPIPE, " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob(f"mediapipe-{LEGACY_VERSION}-*.whl"))
+    found = sorted(dest.glob(f"mediapipe-{LEGACY_MEDIAPIPE}-*.whl"))
     if done.returncode != 0 or not found:
         raise BundleError(
-            f"could not download mediapipe {LEGACY_VERSION}'s wheel (for its models): `{' '.join(cmd)}` "
+            f"could not download mediapipe {LEGACY_MEDIAPIPE}'s wheel (for its models): `{' '.join(cmd)}` "
             f"exited {done.returncode}: {done.stderr.strip()[-500:]}\nDownload it elsewhere and run "
-            f"`phoenix-models build --from mediapipe-{LEGACY_VERSION}-....whl`.")
+            f"`phoenix-models build --from mediapipe-{LEGACY_MEDIAPIPE}-....whl`.")
     return found[0]
 
 
@@ -137,7 +139,7 @@ def _reader_for(source: Path) -> Tuple[ModelReader, str]:
     for modules in (source, source / "modules", source / "mediapipe" / "modules"):
         if all((modules / rel).is_file() for rel, _ in BUNDLE_MODELS.values()):
             return _dir_reader(modules), f"folder {modules}"
-    raise BundleError(f"{source}: expected mediapipe {LEGACY_VERSION}'s wheel (.whl), a folder holding its "
+    raise BundleError(f"{source}: expected mediapipe {LEGACY_MEDIAPIPE}'s wheel (.whl), a folder holding its "
                       "mediapipe/modules/, or a holistic_landmarker.task; none of these is there.")
 
 

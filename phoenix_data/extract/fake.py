@@ -13,11 +13,11 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Dict, Iterable
 
 import numpy as np
 
-from .record import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
+from ..record import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
 
 # The fake's one part that comes and goes: the right hand is "found" where the frame's mean red
 # value is above this (a frame turned dark loses it, as a hand out of view would).
@@ -38,7 +38,11 @@ class FakeExtractorSettings:
         return dict(asdict(self), extractor="fake")
 
     def identity(self) -> dict:
-        return {"settings": self.as_dict(), "extractor": "phoenix_data.testing", "schema": SCHEMA_VERSION}
+        return {"settings": self.as_dict(), "extractor": "phoenix_data.testing",  # its old module: fingerprints stay
+                "schema": SCHEMA_VERSION}
+
+    def versions(self) -> Dict[str, str]:
+        return {}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]

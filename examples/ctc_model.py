@@ -1,6 +1,6 @@
 """A small CTC recogniser over landmarks: per-frame encoder -> 2-layer BiLSTM -> gloss logits.
 
-The example model of ``phoenix_data.training`` (and ``scripts/train_ctc.py``), not a tuned one.
+The example model of ``ctc_training`` (and ``examples/train_ctc.py``), not a tuned one.
 Landmarks are centred on the shoulder midpoint and scaled by the shoulder width, frame by frame.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .vocab import BLANK_INDEX
+from phoenix_data.vocab import BLANK_INDEX
 
 LEFT_SHOULDER = 11  # pose-format / MediaPipe pose indices (pose points come first in a frame)
 RIGHT_SHOULDER = 12

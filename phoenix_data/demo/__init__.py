@@ -8,7 +8,7 @@
                                                              <name>/images0001.png (no ``1/`` folder)
 
 Frames are 210 x 260 RGB PNGs of real signing: two short clips cut from pose-format's MIT-licensed
-sample videos, shipped in ``phoenix_data/demo_frames/`` (licence and source beside them). Most samples
+sample videos, shipped in ``phoenix_data/demo/frames/`` (licence and source beside them). Most samples
 show a signer whose hands MediaPipe Holistic finds in every frame; two of each release show a person
 whose right hand comes and goes, so frames with a missing hand are in the demo too. Each sample plays
 its clip forth and back from its own start, mirrored or not, moved and scaled a little, so no two
@@ -37,7 +37,7 @@ FRAME_HEIGHT = 260
 MIN_FRAMES = 8
 FRAME_COUNT_SPREAD = 7  # samples get MIN_FRAMES .. MIN_FRAMES + 6 frames
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not depend on OpenCV defaults
-FRAMES_DIR = Path(__file__).resolve().parent / "demo_frames"  # package data: <clip>_NN.jpg + licence
+FRAMES_DIR = Path(__file__).resolve().parent / "frames"  # package data: <clip>_NN.jpg + licence
 SIGNER = "signer"  # both hands found in all 9 frames
 PERSON = "person"  # the right hand comes and goes; the left one is never in view
 CLIP_FRAMES: Dict[str, int] = {SIGNER: 9, PERSON: 30}
@@ -52,7 +52,7 @@ MARKER_TEXT = (
     "Demo tree written by phoenix_data.demo; rebuilding here overwrites it.\n"
     "Layout of RWTH-PHOENIX-Weather 2014 / 2014-T (RWTH Aachen, CC BY-NC-SA); annotations are made up.\n"
     "Frames: cut from pose-format's sample videos (MIT licence, Copyright (c) 2021 Amit Moryossef;\n"
-    "https://github.com/sign-language-processing/pose), see phoenix_data/demo_frames/README.md.\n"
+    "https://github.com/sign-language-processing/pose), see phoenix_data/demo/frames/README.md.\n"
 )
 
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .extract import check_frame
-from .holistic import count_build, release_freed_memory
-from .model_bundle import read_bundle
-from .record import FACE_POINTS, PARTS, LandmarkRecord, part_slices
+from ...frames import check_frame
+from ...record import FACE_POINTS, PARTS, LandmarkRecord, part_slices
+from .bundle import read_bundle
+from .runtime import count_build, release_freed_memory
 
 if TYPE_CHECKING:
-    from .holistic import ExtractionSettings
+    from .settings import HolisticSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ FRAME_MS = 33  # VIDEO-mode timestamps: 30 frames/s, as the legacy Holistic's ow
 class TasksHolisticExtractor:
     """One HolisticLandmarker at a time, built on first use; not to be shared between threads."""
 
-    def __init__(self, settings: "ExtractionSettings") -> None:
+    def __init__(self, settings: "HolisticSettings") -> None:
         self.settings = settings
         # the bytes whose digest is checked are the bytes the graph runs (a setting problem, not a sample's)
         self.bundle, self._model = read_bundle(settings.model_bundle)
@@ -55,7 +55,7 @@ class TasksHolisticExtractor:
 
     def _create(self) -> Any:
         # Only extracting processes get here (workers, the isolated helper), never a user's main process.
-        from .mediapipe_logs import quiet_mediapipe  # noqa: PLC0415
+        from .logs import quiet_mediapipe  # noqa: PLC0415
 
         quiet_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision  # noqa: PLC0415 - heavy; extracting processes only

@@ -28,8 +28,8 @@ from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 import lmdb
 
-from .extract import ExtractorSettings
-from .holistic import ExtractionSettings
+from ..extract import ExtractorSpec
+from ..record import CacheError, CacheRecordError, LandmarkRecord, decode_header, decode_record, encode_record
 from .lmdb_env import (
     TABLES,
     CacheSpaceError,
@@ -41,7 +41,6 @@ from .lmdb_env import (
     lmdb_reason,
     process_handle,
 )
-from .record import CacheError, CacheRecordError, LandmarkRecord, decode_header, decode_record, encode_record
 
 __all__ = ["CacheError", "CacheRecordError", "CacheSpaceError", "LandmarkCache", "db_key", "decode_header",
            "decode_record", "encode_record"]
@@ -80,10 +79,13 @@ class LandmarkCache:
     the pickled state. Several processes may extract and write at once; each put is one commit.
     """
 
-    def __init__(self, path: Union[str, Path], settings: Optional[ExtractorSettings] = None, *,
+    def __init__(self, path: Union[str, Path], settings: ExtractorSpec, *,
                  readonly: bool = False, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        if settings is None:
+            raise CacheError("LandmarkCache needs settings: the extractor spec its records are made with, e.g. "
+                             "LandmarkCache(path, phoenix_data.HolisticSettings()).")
         self.path = Path(path).expanduser()
-        self.settings = settings if settings is not None else ExtractionSettings()
+        self.settings = settings
         self.readonly = readonly
         self.map_size = map_size
         # records per "release/split" that overwrite=True discarded when opening (other settings)
@@ -95,7 +97,8 @@ class LandmarkCache:
 
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "read-write"
-        return f"LandmarkCache({str(self.path)!r}, {mode}, fingerprint={self.settings.fingerprint()})"
+        # no fingerprint: for the tasks backend it may build the model bundle (a download)
+        return f"LandmarkCache({str(self.path)!r}, {mode}, settings={self.settings!r})"
 
     # environment handling
     def _env(self) -> lmdb.Environment:

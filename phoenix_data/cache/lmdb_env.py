@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import lmdb
 
-from .record import CacheError
+from ..record import CacheError
 
 log = logging.getLogger(__name__)
 

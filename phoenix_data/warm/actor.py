@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from .extract import ExtractorSettings, extract_frames_dir
-from .frames import FramesError
-from .record import encode_record
+from ..extract import ExtractorSpec, extract_frames_dir
+from ..frames import FramesError
+from ..record import encode_record
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ActorResult:
 class WarmActor:
     """One extractor on one Ray node (wrapped by ``ray.remote`` in ``phoenix_data.warm.ray``)."""
 
-    def __init__(self, settings: ExtractorSettings) -> None:
+    def __init__(self, settings: ExtractorSpec) -> None:
         import ray  # noqa: PLC0415 - only where Ray runs this class
 
         self.settings = settings

@@ -23,9 +23,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
-from .extract import ExtractorSettings, extract_frames_dir
-from .frames import FramesError
-from .record import LandmarkRecord
+from ..frames import FramesError
+from ..record import LandmarkRecord
+from . import ExtractorSpec, extract_frames_dir
 
 # No answer for this long is a hang, not a slow sample (PHOENIX's longest, 299 frames, takes ~15 s).
 HUNG_SECONDS = 600.0
@@ -49,7 +49,7 @@ def describe_exit(returncode: int) -> str:
 class IsolatedExtractor:
     """Extracts samples in a helper process (one Holistic there, kept between samples)."""
 
-    def __init__(self, settings: ExtractorSettings) -> None:
+    def __init__(self, settings: ExtractorSpec) -> None:
         self.settings = settings
         self._proc: Optional[subprocess.Popen] = None
         self._conn: Optional[Connection] = None
@@ -117,10 +117,10 @@ class IsolatedExtractor:
 
 
 # (pid, settings) -> this process's helper; one inherited across fork() is never used.
-_HELPERS: Dict[Tuple[int, ExtractorSettings], IsolatedExtractor] = {}
+_HELPERS: Dict[Tuple[int, ExtractorSpec], IsolatedExtractor] = {}
 
 
-def isolated_extractor(settings: ExtractorSettings) -> IsolatedExtractor:
+def isolated_extractor(settings: ExtractorSpec) -> IsolatedExtractor:
     """This process's helper for ``settings``, started on first use."""
     key = (os.getpid(), settings)
     if key not in _HELPERS:

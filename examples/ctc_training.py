@@ -1,7 +1,7 @@
 """A CTC training loop over the landmark cache, scored with the release's WER after every epoch.
 
 Uses only the public API: ``PhoenixLandmarks`` (+ ``ds.vocab``), ``LengthBucketBatchSampler``,
-``collate_ctc``, and :mod:`phoenix_data.evaluation`. ``scripts/train_ctc.py`` is its command line.
+``collate_ctc``, and :mod:`phoenix_data.evaluation`. ``examples/train_ctc.py`` is its command line.
 Each epoch is seeded from ``seed`` and its number, so a run resumed from a checkpoint gives the
 same losses and WERs as one that was never interrupted.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
+from ctc_model import CtcRecognizer, greedy_decode
 from torch.utils.data import DataLoader
 
-from . import LengthBucketBatchSampler, PhoenixLandmarks, Vocabulary, collate_ctc, read_corpus
-from .ctc_model import CtcRecognizer, greedy_decode
-from .evaluation import WerResult, rules_for_release, score
+from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, Vocabulary, collate_ctc, read_corpus
+from phoenix_data.evaluation import WerResult, rules_for_release, score
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,13 @@ def demo_options(demo_dir: Path, out_dir: Optional[Path] = None, **overrides) ->
 
 def prepare_demo(demo_dir: Path, workers: int = 2) -> None:
     """Build the demo tree under ``demo_dir`` and warm its 2014 multisigner cache (``demo_dir/cache``)."""
-    from .demo import build_demo  # noqa: PLC0415 - the demo needs matplotlib's photo; only here
-    from .warm import WarmOptions, warm  # noqa: PLC0415
+    from phoenix_data import HolisticSettings  # noqa: PLC0415 - only for --demo
+    from phoenix_data.demo import build_demo  # noqa: PLC0415
+    from phoenix_data.warm import WarmOptions, warm  # noqa: PLC0415
 
     roots = build_demo(demo_dir)
-    outcome = warm(WarmOptions(root=roots[DEMO_RELEASE], cache=Path(demo_dir) / "cache", workers=workers,
-                               progress_bar=False, heartbeat=0))
+    outcome = warm(WarmOptions(root=roots[DEMO_RELEASE], cache=Path(demo_dir) / "cache", settings=HolisticSettings(),
+                               workers=workers, progress_bar=False, heartbeat=0))
     if outcome.failed:
         raise RuntimeError(f"warming the demo cache failed for {len(outcome.failed)} samples: {outcome.failed[:2]}")
 
