@@ -32,6 +32,17 @@ NUM_POINTS = POSE_POINTS + FACE_POINTS + 2 * HAND_POINTS  # 543
 # Bump when the meaning or layout of a cached record changes.
 SCHEMA_VERSION = 1
 
+# Skeleton edges, as MediaPipe defines them (its POSE_CONNECTIONS and HAND_CONNECTIONS): indices into
+# the 33 pose points and into one hand's 21. Data, so that drawing and exporting need no MediaPipe.
+POSE_EDGES: Tuple[Tuple[int, int], ...] = (
+    (0, 1), (0, 4), (1, 2), (2, 3), (3, 7), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12), (11, 13), (11, 23),
+    (12, 14), (12, 24), (13, 15), (14, 16), (15, 17), (15, 19), (15, 21), (16, 18), (16, 20), (16, 22),
+    (17, 19), (18, 20), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28), (27, 29), (27, 31), (28, 30),
+    (28, 32), (29, 31), (30, 32))
+HAND_EDGES: Tuple[Tuple[int, int], ...] = (
+    (0, 1), (0, 5), (0, 17), (1, 2), (2, 3), (3, 4), (5, 6), (5, 9), (6, 7), (7, 8), (9, 10), (9, 13),
+    (10, 11), (11, 12), (13, 14), (13, 17), (14, 15), (15, 16), (17, 18), (18, 19), (19, 20))
+
 
 def part_slices(num_points: int) -> Dict[str, slice]:
     """Where each part sits in a [.., num_points, ..] array (face has the points not in the others)."""

@@ -2,7 +2,8 @@
 
 ``render_sample`` writes a contact sheet (PNG, a grid of frames; frame 0 is the top-left tile at full
 size) and an animation (GIF, every frame) beside it. Pose and hands are drawn as skeletons with
-MediaPipe's own connection lists, the face as dots. x and y are scaled by the frame's width and height.
+MediaPipe's connection lists (kept as data in ``record``), the face as dots. x and y are scaled by the
+frame's width and height.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .frames import read_frame_rgb
-from .record import LandmarkRecord, part_slices
+from .record import HAND_EDGES, PARTS, POSE_EDGES, LandmarkRecord, part_slices
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +51,32 @@ class RenderedSample:
 
 
 def connections() -> Dict[str, List[Tuple[int, int]]]:
-    """MediaPipe's skeleton edges: ``pose`` (indices into the 33 pose points) and ``hand`` (into 21)."""
-    try:
-        from mediapipe.python.solutions.hands_connections import HAND_CONNECTIONS  # noqa: PLC0415
-        from mediapipe.python.solutions.pose_connections import POSE_CONNECTIONS  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError("drawing landmarks needs mediapipe's connection lists: "
-                          "pip install mediapipe==0.10.21") from exc
-    return {"pose": sorted(POSE_CONNECTIONS), "hand": sorted(HAND_CONNECTIONS)}
+    """Skeleton edges (``record.POSE_EDGES``, ``record.HAND_EDGES``): ``pose`` (indices into the 33 pose
+    points) and ``hand`` (into 21)."""
+    return {"pose": list(POSE_EDGES), "hand": list(HAND_EDGES)}
 
 
 def draw_landmarks(frame: np.ndarray, landmarks: np.ndarray, confidence: np.ndarray,
-                   edges: Dict[str, List[Tuple[int, int]]]) -> Image.Image:
+                   edges: Dict[str, List[Tuple[int, int]]], found: Sequence[bool]) -> Image.Image:
     """``frame`` (uint8 RGB [H, W, 3]) with one frame's landmarks (float [N, 3], confidence [N]) drawn on it.
 
-    A part MediaPipe did not find (all zeros) is not drawn.
+    ``found`` (bool [4], ``record.PARTS`` order: the record's presence in this frame): a part the
+    estimator did not find is not drawn.
     """
     image = Image.fromarray(frame, "RGB")
     draw = ImageDraw.Draw(image)
     height, width = frame.shape[:2]
     xy = landmarks[:, :2] * np.array([width, height], np.float32)
     slices = part_slices(landmarks.shape[0])
-    found = {part: bool(np.any(landmarks[s] != 0)) for part, s in slices.items()}
-    if found["face"]:  # one pixel a point: 468 bigger dots would hide a face 40 px wide
+    present = dict(zip(PARTS, (bool(f) for f in found)))
+    if present["face"]:  # one pixel a point: 468 bigger dots would hide a face 40 px wide
         draw.point([tuple(p) for p in xy[slices["face"]]], fill=FACE_COLOUR)
-    if found["pose"]:
+    if present["pose"]:
         pose = slices["pose"]
         visible = confidence[pose] >= VISIBILITY_THRESHOLD
         _skeleton(draw, xy[pose], [(a, b) for a, b in edges["pose"] if visible[a] and visible[b]], POSE_COLOUR)
     for part, colour in (("left_hand", LEFT_HAND_COLOUR), ("right_hand", RIGHT_HAND_COLOUR)):
-        if found[part]:
+        if present[part]:
             _skeleton(draw, xy[slices[part]], edges["hand"], colour, joints=True)
     return image
 
@@ -140,8 +137,8 @@ def render_sample(frame_paths: Sequence[Path], record: LandmarkRecord, sheet_pat
     if len(frame_paths) != record.num_frames:
         log.warning("%d frames on disk but %d in the record; drawing the first %d",
                     len(frame_paths), record.num_frames, count)
-    edges = connections()
-    drawn = [draw_landmarks(read_frame_rgb(frame_paths[t]), record.landmarks[t], record.confidence[t], edges)
+    edges, found = connections(), record.presence()
+    drawn = [draw_landmarks(read_frame_rgb(frame_paths[t]), record.landmarks[t], record.confidence[t], edges, found[t])
              for t in range(count)]
     shown = tile_indices(count, max_tiles)
     columns = min(SHEET_COLUMNS, len(shown))

@@ -107,41 +107,41 @@ def warm_report(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str = 
     """What the command prints when done: one summary line, then where things are and what to do next."""
     from ..cache import describe_discarded  # noqa: PLC0415
 
-    s, c = outcome.summary, outcome.summary["counts"]
-    fps = f"{s['frames_per_s']:.1f} frames/s" if s["frames_per_s"] else "no frames extracted"
-    unit = "Ray actor" if "ray" in s else "worker"
-    workers = f"{s['workers']} {unit}{'' if s['workers'] == 1 else 's'}"
+    s, c = outcome.summary, outcome.summary.counts
+    fps = f"{s.frames_per_s:.1f} frames/s" if s.frames_per_s else "no frames extracted"
+    unit = "Ray actor" if s.ray is not None else "worker"
+    workers = f"{s.workers} {unit}{'' if s.workers == 1 else 's'}"
     head = {EXIT_INTERRUPTED: "Warm-up interrupted", EXIT_ABORTED: "Warm-up aborted"}.get(
         outcome.exit_status, "Warm-up done")
-    lines = [f"{head}: {c['total']} samples: {c['extracted']} extracted, {c['cached']} already cached, "
-             f"{c['failed']} failed, {c['remaining']} left | {fps} over {s['wall_seconds']:.1f} s with {workers}"]
-    if s["discarded_records"]:
-        lines.append(f"Discarded: {describe_discarded(s['discarded_records'])} of other extraction settings")
+    lines = [f"{head}: {c.total} samples: {c.extracted} extracted, {c.cached} already cached, "
+             f"{c.failed} failed, {c.remaining} left | {fps} over {s.wall_seconds:.1f} s with {workers}"]
+    if s.discarded_records:
+        lines.append(f"Discarded: {describe_discarded(s.discarded_records)} of other extraction settings")
     if demo_root is not None:
         lines.append(f"Demo tree: {demo_root}")
-    lines += [f"Cache:     {s['cache']}",
+    lines += [f"Cache:     {s.cache}",
               f"Reports:   {outcome.summary_path}, {outcome.metrics_path.name}, {outcome.failed_path.name}"]
     return lines + _warm_advice(outcome, demo_root, flags)
 
 
 def _warm_advice(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str) -> List[str]:
-    s, c, lines = outcome.summary, outcome.summary["counts"], []
+    s, c, lines = outcome.summary, outcome.summary.counts, []
     if outcome.reports_error:
         lines.append(f"Error: {outcome.reports_error}")
-    if c["failed"]:
-        lines.append(f"{c['failed']} samples failed; reasons in {outcome.failed_path}. Fix their frames and "
-                     "rerun with --retry-failed" + ("." if s["allow_failures"] else ", or pass --allow-failures."))
-    if s["held_by_other_process"]:
-        lines.append(f"{len(s['held_by_other_process'])} samples are still being extracted by another process "
+    if c.failed:
+        lines.append(f"{c.failed} samples failed; reasons in {outcome.failed_path}. Fix their frames and "
+                     "rerun with --retry-failed" + ("." if s.allow_failures else ", or pass --allow-failures."))
+    if s.held_by_other_process:
+        lines.append(f"{len(s.held_by_other_process)} samples are still being extracted by another process "
                      "on this cache; rerun when it is done.")
-    if c["remaining"]:
-        lines.append(f"{c['remaining']} samples left: rerun the same command to finish "
+    if c.remaining:
+        lines.append(f"{c.remaining} samples left: rerun the same command to finish "
                      "(what finished is kept and skipped).")
-    if s["aborted"]:
-        lines.append(f"Cause: {s['aborted']}")
+    if s.aborted:
+        lines.append(f"Cause: {s.aborted}")
     if demo_root is not None and outcome.exit_status == 0:
         lines.append(f"Next:      phoenix-dataset --root {demo_root / 'PHOENIX-2014-T-release-v3'} "
-                     f"--cache {s['cache']} --verify{flags}")
+                     f"--cache {s.cache} --verify{flags}")
     return lines
 
 

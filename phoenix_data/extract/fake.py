@@ -1,10 +1,11 @@
 """A fast stand-in for MediaPipe, behind the same extractor seam: for tests and examples, not for training.
 
-``PhoenixLandmarks(root, split, cache=..., settings=FakeExtractorSettings())`` (or
-``WarmOptions(settings=FakeExtractorSettings())``) runs the whole path (frames, the isolated helper or
-workers, the LMDB cache, the items) in milliseconds a frame instead of 30-45. Its landmarks are a
-function of the frame's pixels, so a test can still tell which frames a record was made from and
-in which order. Its fingerprint differs from every MediaPipe setting: a cache never mixes the two.
+``PhoenixLandmarks(root, split, cache=..., settings=FakeExtractorSettings())``,
+``WarmOptions(..., settings=FakeExtractorSettings())`` or ``phoenix_data.cli.warm.main(argv, spec=...)``
+run the whole path (frames, the isolated helper or workers, the LMDB cache, the items) in
+milliseconds a frame instead of 30-45. Its landmarks are a function of the frame's pixels, so a test
+can still tell which frames a record was made from and in which order. Its fingerprint differs from
+every MediaPipe setting: a cache never mixes the two.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-from ..record import NUM_POINTS, SCHEMA_VERSION, LandmarkRecord, part_slices
+from ..record import NUM_POINTS, PARTS, SCHEMA_VERSION, LandmarkRecord, part_slices
 
 # The fake's one part that comes and goes: the right hand is "found" where the frame's mean red
 # value is above this (a frame turned dark loses it, as a hand out of view would).
@@ -75,8 +76,12 @@ class FakeExtractor:
         confidence[:, slices["face"]] = 1.0
         right = np.any(landmarks[:, slices["right_hand"]] != 0, axis=(1, 2))
         confidence[right, slices["right_hand"]] = 1.0
+        # what the fake "found", part by part (PARTS order), as a real estimator reports it
+        found = np.zeros((len(landmarks), len(PARTS)), bool)
+        found[:, PARTS.index("pose")] = found[:, PARTS.index("face")] = True
+        found[:, PARTS.index("right_hand")] = right
         return LandmarkRecord(landmarks, confidence, width=size[1], height=size[0], pid=os.getpid(),
-                              seconds=time.perf_counter() - start)
+                              seconds=time.perf_counter() - start, found=found)
 
     def close(self) -> None:
         """Nothing to free."""

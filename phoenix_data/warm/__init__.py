@@ -11,6 +11,7 @@ A program calls ``warm(WarmOptions(root=..., cache=...)) -> WarmOutcome``; the c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,18 +33,20 @@ from .report import (
     write_json_atomic,
 )
 from .run import RunState, run_tasks
+from .summary import WarmCounts, WarmSummary
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ALL_SPLITS", "EXIT_ABORTED", "EXIT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
-           "WarmOptions", "WarmOutcome", "WarmPlan", "available_cores", "default_workers", "make_plan", "warm"]
+           "WarmCounts", "WarmOptions", "WarmOutcome", "WarmPlan", "WarmSummary", "available_cores",
+           "default_workers", "make_plan", "warm"]
 
 
 @dataclass
 class WarmOutcome:
     """What a warm-up did: the summary (as written to summary.json), the failures, the exit status."""
 
-    summary: dict
+    summary: WarmSummary  # written to summary.json (``to_json()``)
     failed: List[dict]
     exit_status: int
     summary_path: Path
@@ -79,12 +82,12 @@ def _finish(options: WarmOptions, plan: WarmPlan, state: RunState, reports: Path
     late = count_late_commits(plan, state) if (state.interrupted or state.aborted) else (0, 0)
     status = exit_status(options, plan, state)
     summary, failed = summarize(options, plan, state, status, late), failed_samples(plan, state)
-    summary.update(extra or {})
+    summary = dataclasses.replace(summary, **(extra or {}))
     outcome = WarmOutcome(summary, failed, status, reports / SUMMARY_FILE, reports / FAILED_FILE,
                           reports / METRICS_FILE)
     try:
         write_json_atomic(outcome.failed_path, failed)
-        write_json_atomic(outcome.summary_path, summary)
+        write_json_atomic(outcome.summary_path, summary.to_json())
     except OSError as exc:  # a full disk: the cache holds what finished; say so instead of a traceback
         outcome.reports_error = f"reports not written to {reports}: {exc.strerror or exc}"
         outcome.exit_status = status if status == EXIT_INTERRUPTED else EXIT_ABORTED

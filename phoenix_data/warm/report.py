@@ -23,6 +23,7 @@ from ..extract import extractor_versions
 from ..record import PARTS
 from .plan import WarmOptions, WarmPlan
 from .run import RunState, TaskResult
+from .summary import WarmCounts, WarmSummary
 
 log = logging.getLogger(__name__)
 
@@ -121,40 +122,40 @@ def count_late_commits(plan: WarmPlan, state: RunState) -> Tuple[int, int]:
 
 
 def summarize(options: WarmOptions, plan: WarmPlan, state: RunState, status: int,
-              late: Tuple[int, int] = (0, 0)) -> dict:
-    """The content of ``summary.json``."""
+              late: Tuple[int, int] = (0, 0)) -> WarmSummary:
+    """What the run did (``summary.json``)."""
     done = [r for r in state.results if r.status.outcome == Outcome.EXTRACTED]
     ours = _cached_by_this_job(state)
     late = (late[0] + len(ours), late[1] + sum(r.status.frames for r in ours))
     frames = sum(r.status.frames for r in done) + late[1]
     cpu = sum(r.cpu_seconds for r in state.results)
-    counts = {"total": len(plan.samples), "extracted": len(done) + late[0],
-              "cached": plan.cached + len(state.keys(Outcome.CACHED)) - len(ours),
-              "failed": len(plan.failed_before) + len(state.keys(Outcome.FAILED))}
-    counts["remaining"] = counts["total"] - counts["extracted"] - counts["cached"] - counts["failed"]
+    extracted, failed = len(done) + late[0], len(plan.failed_before) + len(state.keys(Outcome.FAILED))
+    cached = plan.cached + len(state.keys(Outcome.CACHED)) - len(ours)
+    counts = WarmCounts(total=len(plan.samples), extracted=extracted, cached=cached, failed=failed,
+                        remaining=len(plan.samples) - extracted - cached - failed)
     rates = [r.status.frames / r.status.seconds for r in done if r.status.seconds > 0]
     wall = state.wall_seconds
-    return {
-        "counts": counts,
-        "sent_to_workers": len(plan.todo),  # the rest was cached or failed before: no frame read
-        "extracted_without_metrics": late[0],
-        "wall_seconds": round(wall, 3),
-        "worker_cpu_seconds": round(cpu, 3),
-        "speedup": round(cpu / wall, 3) if wall > 0 else None,
-        "frames_extracted": frames,
-        "frames_per_s": round(frames / wall, 3) if wall > 0 else None,
-        "per_sample_frames_per_s": _spread(rates),
-        "workers": options.workers,
-        "worker_crashes": state.crashes,
-        "main_pid": os.getpid(),
-        "peak_rss_mb_per_worker": _peak_rss(state.results),
-        "detection_rates": _detection_rates(done),
-        "interrupted": state.interrupted,
-        "aborted": state.aborted or None,
-        "held_by_other_process": [plan.samples[t].key for t in state.waiting_elsewhere],
-        "exit_status": status,
+    return WarmSummary(
+        counts=counts,
+        sent_to_workers=len(plan.todo),
+        extracted_without_metrics=late[0],
+        wall_seconds=round(wall, 3),
+        worker_cpu_seconds=round(cpu, 3),
+        speedup=round(cpu / wall, 3) if wall > 0 else None,
+        frames_extracted=frames,
+        frames_per_s=round(frames / wall, 3) if wall > 0 else None,
+        per_sample_frames_per_s=_spread(rates),
+        workers=options.workers,
+        worker_crashes=state.crashes,
+        main_pid=os.getpid(),
+        peak_rss_mb_per_worker=_peak_rss(state.results),
+        detection_rates=_detection_rates(done),
+        interrupted=state.interrupted,
+        aborted=state.aborted or None,
+        held_by_other_process=[plan.samples[t].key for t in state.waiting_elsewhere],
+        exit_status=status,
         **_context(options, plan),
-    }
+    )
 
 
 def _cached_by_this_job(state: RunState) -> List[TaskResult]:
