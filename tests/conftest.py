@@ -171,16 +171,61 @@ def _no_holistic_in_the_test_process(request):
                     "mark it @pytest.mark.in_child and build it inside the test body", pytrace=False)
 
 
-# Modules whose tests run real MediaPipe (directly, through workers or through a subprocess): marked
-# ``mediapipe`` so that ``pytest -m "not mediapipe"`` runs the fast part alone.
-MEDIAPIPE_MODULES = {"test_warm", "test_warm_faults", "test_fill", "test_check", "test_dataset", "test_hands",
-                     "test_tasks_backend"}
+# The marker follows the fixture: a test that takes one of these runs real MediaPipe and is marked
+# ``mediapipe`` for it; any other test that does is marked by hand. An unmarked test runs with MediaPipe
+# made unimportable (``_no_mediapipe_unless_marked``): if it reaches MediaPipe, it fails.
+MEDIAPIPE_FIXTURES = {"holistic_settings", "real_demo_cache"}
+NO_MEDIAPIPE_DIR = Path(__file__).resolve().parent / "no_mediapipe"
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.module.__name__ in MEDIAPIPE_MODULES or item.get_closest_marker("in_child"):
+        if MEDIAPIPE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("in_child"):
             item.add_marker(pytest.mark.mediapipe)
+        if item.get_closest_marker("legacy") and not _legacy_backend_here():
+            item.add_marker(pytest.mark.skip(reason="a test of the legacy backend (mp.solutions, mediapipe 0.10.21); "
+                                                    "this mediapipe has only the Tasks API"))
+
+
+def _legacy_backend_here() -> bool:
+    from phoenix_data.extract.mediapipe import default_backend
+
+    return default_backend() == "legacy"
+
+
+@pytest.fixture
+def holistic_settings():
+    """MediaPipe Holistic's default settings, the backend the installed mediapipe runs (marks the test)."""
+    from phoenix_data import HolisticSettings
+
+    return HolisticSettings()
+
+
+@pytest.fixture
+def fake_settings():
+    """The fast fake extractor's settings (no MediaPipe)."""
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    return FakeExtractorSettings()
+
+
+@pytest.fixture(autouse=True)
+def _no_mediapipe_unless_marked(request, monkeypatch):
+    """In a test not marked ``mediapipe``, ``import mediapipe`` fails: here, in forked workers (sys.modules)
+    and in spawned or subprocesses (PYTHONPATH)."""
+    if request.node.get_closest_marker("mediapipe"):
+        yield
+        return
+    import sys
+
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "mediapipe"}
+    for name in saved:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.syspath_prepend(str(NO_MEDIAPIPE_DIR))
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(NO_MEDIAPIPE_DIR) + (os.pathsep + path if path else ""))
+    yield
 
 
 @pytest.hookimpl(tryfirst=True)

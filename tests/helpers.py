@@ -16,8 +16,6 @@ import pytest
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import SPLITS, find_release, read_release_split
-from phoenix_data.extract.mediapipe.runtime import mediapipe_version
-from phoenix_data.extract.mediapipe.settings import default_backend
 from phoenix_data.frames import list_frames
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +30,10 @@ def ci_is_set() -> bool:
 
 # Tests that read mediapipe 0.10.21 itself (its version, mp.solutions' source files, the legacy
 # backend's defaults). Python 3.13+ has mediapipe 1.x, which has neither: tests/test_py313.py runs there.
-legacy_mediapipe_only = pytest.mark.skipif(
-    default_backend() != "legacy",
-    reason=f"reads mediapipe 0.10.21 (the legacy backend); this is mediapipe {mediapipe_version()}")
+def legacy_mediapipe_only(test):
+    """A test of the legacy backend that reads mediapipe 0.10.21 itself: marked ``legacy`` (skipped where
+    mediapipe has only the Tasks API) and ``mediapipe``."""
+    return pytest.mark.mediapipe(pytest.mark.legacy(test))
 
 
 # --- release layouts -------------------------------------------------------------------------------

@@ -10,11 +10,16 @@ import stat
 import lmdb
 import numpy as np
 import pytest
-from helpers import fake_record, legacy_mediapipe_only
+from helpers import fake_record
 
 from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
+from phoenix_data.extract.mediapipe.runtime import mediapipe_version
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.record import NUM_POINTS, part_slices
+
+# MediaPipe's settings, built and fingerprinted without running (or importing) MediaPipe: the legacy
+# backend's identity reads the installed version only, on every Python.
+SETTINGS = HolisticSettings(backend="legacy")
 
 
 def test_round_trip_precision_and_size():
@@ -53,7 +58,7 @@ def overwrite_raw(cache: LandmarkCache, key: str, value: bytes) -> None:
 
 
 def test_truncated_record_in_the_cache_raises(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("r/train/a", fake_record(4))
     cache.close()
     overwrite_raw(cache, "r/train/a", encode_record(fake_record(4), "r/train/a")[:-1])
@@ -62,9 +67,8 @@ def test_truncated_record_in_the_cache_raises(tmp_path):
     cache.close()
 
 
-@legacy_mediapipe_only
 def test_put_get_failures_and_metadata(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     assert cache.get("a") is None and "a" not in cache
     cache.put_failure("a", "FramesError: no frames")
     assert cache.failures()["a"]["reason"] == "FramesError: no frames"
@@ -72,16 +76,14 @@ def test_put_get_failures_and_metadata(tmp_path):
     assert "a" in cache and cache.num_frames("a") == 3 and "a" not in cache.failures()
     assert cache.cached(["a", "b"]) == {"a"} and list(cache.keys()) == ["a"]
     meta = cache.metadata()
-    assert meta["fingerprint"] == HolisticSettings().fingerprint()
-    assert meta["settings"]["model_complexity"] == 1 and meta["mediapipe"] == "0.10.21"
-    # metadata lives apart from the sample keys
-    assert list(cache.keys()) == ["a"]
+    assert meta["fingerprint"] == SETTINGS.fingerprint()
+    assert meta["settings"]["model_complexity"] == 1 and meta["mediapipe"] == mediapipe_version()
     cache.close()
 
 
 def test_other_settings_raise_then_overwrite(tmp_path):
-    LandmarkCache(tmp_path / "c").put("a", fake_record(2))
-    other = HolisticSettings(min_detection_confidence=0.7)
+    LandmarkCache(tmp_path / "c", SETTINGS).put("a", fake_record(2))
+    other = HolisticSettings(backend="legacy", min_detection_confidence=0.7)
     with pytest.raises(CacheError) as info:
         LandmarkCache(tmp_path / "c", other)
     message = str(info.value)
@@ -97,10 +99,10 @@ def test_other_settings_raise_then_overwrite(tmp_path):
 
 
 def test_pickles_without_its_environment(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("a", fake_record(2))  # the environment is open in this process now
     state = pickle.dumps(cache)
-    assert b"Environment" not in state and len(state) < 2000  # path and settings, no handle
+    assert len(state) < 2000  # path and settings, no handle
     clone = pickle.loads(state)
     assert set(vars(clone)) == {"path", "settings", "readonly", "map_size", "discarded"}
     assert clone.num_frames("a") == 2
@@ -108,7 +110,7 @@ def test_pickles_without_its_environment(tmp_path):
 
 
 def _writer(path, worker, count, map_size):
-    cache = LandmarkCache(path, map_size=map_size)
+    cache = LandmarkCache(path, SETTINGS, map_size=map_size)
     for i in range(count):
         cache.put(f"w{worker}/{i}", fake_record(20 + i % 7, seed=worker * 1000 + i))
 
@@ -117,7 +119,7 @@ def _writer(path, worker, count, map_size):
 def test_two_processes_write_at_once(tmp_path, start_method):
     """Every record intact; a tiny map forces growth (MapFullError) that the other follows."""
     path = tmp_path / "c"
-    LandmarkCache(path, map_size=1 << 20).close()
+    LandmarkCache(path, SETTINGS, map_size=1 << 20).close()
     context = mp.get_context(start_method)
     procs = [context.Process(target=_writer, args=(path, w, 40, 1 << 20)) for w in range(2)]
     for proc in procs:
@@ -125,7 +127,7 @@ def test_two_processes_write_at_once(tmp_path, start_method):
     for proc in procs:
         proc.join(120)
         assert proc.exitcode == 0
-    cache = LandmarkCache(path, readonly=True)
+    cache = LandmarkCache(path, SETTINGS, readonly=True)
     assert len(list(cache.keys())) == 80
     for w in range(2):
         for i in range(40):
@@ -140,7 +142,7 @@ def _read_in_child(cache, queue):
 
 
 def test_a_forked_child_opens_its_own_environment(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("a", fake_record(6))  # open in the parent, as after a num_workers=0 epoch
     queue = mp.get_context("fork").Queue()
     child = mp.get_context("fork").Process(target=_read_in_child, args=(cache, queue))
@@ -153,14 +155,14 @@ def test_a_forked_child_opens_its_own_environment(tmp_path):
 
 
 def test_read_only_cache_on_a_read_only_folder(tmp_path):
-    LandmarkCache(tmp_path / "c").put("a", fake_record(3))
+    LandmarkCache(tmp_path / "c", SETTINGS).put("a", fake_record(3))
     frozen = tmp_path / "frozen"
     frozen.mkdir()
     shutil.copy(tmp_path / "c" / "data.mdb", frozen / "data.mdb")  # no lock file, as shipped
     os.chmod(frozen / "data.mdb", stat.S_IRUSR | stat.S_IRGRP)
     os.chmod(frozen, stat.S_IRUSR | stat.S_IXUSR)
     try:
-        cache = LandmarkCache(frozen, readonly=True)
+        cache = LandmarkCache(frozen, SETTINGS, readonly=True)
         assert cache.get("a").num_frames == 3
         with pytest.raises(CacheError, match="read-only"):
             cache.put("b", fake_record(1))
@@ -172,12 +174,12 @@ def test_read_only_cache_on_a_read_only_folder(tmp_path):
 
 def test_read_only_without_a_cache_says_how_to_build_one(tmp_path):
     with pytest.raises(CacheError, match="no cache at .*phoenix-warm-cache"):
-        LandmarkCache(tmp_path / "nothing", readonly=True)
+        LandmarkCache(tmp_path / "nothing", SETTINGS, readonly=True)
     assert not (tmp_path / "nothing").exists()
 
 
 def test_a_write_after_another_process_changed_the_settings_raises(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("a", fake_record(2))
     cache.close()
     other = HolisticSettings(min_detection_confidence=0.9)
@@ -193,7 +195,7 @@ def test_a_write_after_another_process_changed_the_settings_raises(tmp_path):
 
 
 def test_check_records_tells_good_damaged_and_missing(tmp_path):
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     for key in ("good", "short", "flipped"):
         cache.put(key, fake_record(3))
     cache.close()
@@ -211,7 +213,7 @@ def test_check_records_tells_good_damaged_and_missing(tmp_path):
 def test_handles_close_before_fork_and_reopen(tmp_path):
     from phoenix_data.cache.lmdb_env import has_process_handle
 
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("a", fake_record(2))
     assert has_process_handle(cache.path)
     child = mp.get_context("fork").Process(target=_writer, args=(tmp_path / "c", 7, 5, 1 << 20))
@@ -240,7 +242,7 @@ def test_max_key_bytes_is_lmdbs_own_limit(tmp_path):
 
 def test_a_key_past_lmdbs_limit_is_stored_and_read_in_every_table(tmp_path):
     other = LONG_KEY[:-1] + "y"  # the same first 600 bytes: no collision
-    cache = LandmarkCache(tmp_path / "c")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
     with cache.session():
         cache.put_failure(LONG_KEY, "FramesError: no frames")
         assert cache.failures()[LONG_KEY]["reason"] == "FramesError: no frames"
@@ -257,12 +259,12 @@ def test_a_key_past_lmdbs_limit_is_stored_and_read_in_every_table(tmp_path):
 
 @pytest.mark.parametrize("map_size", [4096, 8192, 16384])
 def test_a_small_map_grows_instead_of_failing(tmp_path, map_size):
-    cache = LandmarkCache(tmp_path / "c", map_size=map_size)
+    cache = LandmarkCache(tmp_path / "c", SETTINGS, map_size=map_size)
     with cache.session():
         for i in range(3):
             cache.put(f"r/train/{i}", fake_record(20 + i, seed=i))
         cache.put_failure("r/train/bad", "FramesError: no frames")
-    reader = LandmarkCache(tmp_path / "c", readonly=True)
+    reader = LandmarkCache(tmp_path / "c", SETTINGS, readonly=True)
     with reader.session():
         assert [reader.get(f"r/train/{i}").num_frames for i in range(3)] == [20, 21, 22]
         assert list(reader.failures()) == ["r/train/bad"]
@@ -272,6 +274,6 @@ def test_cannot_open_names_the_path_once(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "data.mdb").write_bytes(b"not lmdb" * 1024)
     with pytest.raises(CacheError, match="cannot open the cache") as caught:
-        LandmarkCache(tmp_path / "c")
+        LandmarkCache(tmp_path / "c", SETTINGS)
     assert str(caught.value).count(str(tmp_path / "c")) == 1, caught.value
     assert "File is not an LMDB file" in str(caught.value)

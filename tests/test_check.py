@@ -1,4 +1,7 @@
-"""phoenix-dataset, the sanity check: run as the user runs it, on the demo tree, with real MediaPipe and LMDB.
+"""phoenix-dataset, the sanity check: run as the user runs it, on the demo tree, with real LMDB files.
+
+The report's logic runs on caches of the fast fake extractor (the command driven with it as its spec);
+the report of a real cache and the picture drawn over real hands run real MediaPipe (``real_demo_cache``).
 
 Anything that extracts uses one release and split (PHOENIX-2014-T, dev). Expected figures are computed here
 from the files themselves (CSV lines, PNG files, cache records), not taken from phoenix_data.
@@ -10,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import lmdb
 import numpy as np
@@ -20,8 +23,10 @@ from torch.utils.data import DataLoader
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli.check import main
+from phoenix_data.cli.warm import main as warm_main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
+from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.render import FACE_COLOUR, LEFT_HAND_COLOUR, POSE_COLOUR, RIGHT_HAND_COLOUR
 
@@ -30,6 +35,7 @@ SCRIPT = REPO / "scripts" / "phoenix_dataset.py"
 RELEASE = "PHOENIX-2014-T"
 SPLIT = "dev"  # the one split that is extracted
 KEY_PREFIX = f"{RELEASE}/{SPLIT}/"
+FAKE = FakeExtractorSettings()
 FRAME_WIDTH, FRAME_HEIGHT = 210, 260
 # Layout of a record, spelled out: pose 33, face 468, left hand 21, right hand 21.
 PART_BOUNDS = {"pose": (0, 33), "face": (33, 501), "left_hand": (501, 522), "right_hand": (522, 543)}
@@ -43,14 +49,24 @@ def root(demo_tree) -> Path:
     return demo_tree[RELEASE]
 
 
-@pytest.fixture(scope="module")
-def warm_cache(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding every dev sample, filled through DataLoader workers (no Holistic in this process)."""
-    path = tmp_path_factory.mktemp("warm") / "cache"
-    dataset = PhoenixLandmarks(root, SPLIT, cache=path)
+def fill(root: Path, path: Path, settings) -> Path:
+    """A cache holding every dev sample, filled through DataLoader workers (no extractor in this process)."""
+    dataset = PhoenixLandmarks(root, SPLIT, cache=path, settings=settings)
     loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=lambda items: items[0]["id"])
     assert sorted(loader) == sorted(s.id for s in dataset.samples)
     return path
+
+
+@pytest.fixture(scope="module")
+def warm_cache(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every dev sample, extracted by the fake."""
+    return fill(root, tmp_path_factory.mktemp("warm") / "cache", FAKE)
+
+
+@pytest.fixture(scope="module")
+def real_demo_cache(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every dev sample, extracted by real MediaPipe (marks its tests ``mediapipe``)."""
+    return fill(root, tmp_path_factory.mktemp("real") / "cache", HolisticSettings())
 
 
 @pytest.fixture
@@ -61,8 +77,15 @@ def cache_copy(warm_cache: Path, tmp_path: Path) -> Path:
 
 # --- helpers ----------------------------------------------------------------------------------------
 
-def run(*args: object, command: List[str] = None) -> subprocess.CompletedProcess:
-    command = command or [sys.executable, str(SCRIPT)]
+# phoenix-dataset with the fake extractor as its spec (the settings flags are then unused)
+FAKE_COMMAND = [sys.executable, "-c", "import sys; from phoenix_data.cli.check import main; "
+                "from phoenix_data.extract.fake import FakeExtractorSettings; "
+                "sys.exit(main(sys.argv[1:], spec=FakeExtractorSettings()))"]
+
+
+def run(*args: object, real: bool = False, command: Optional[List[str]] = None) -> subprocess.CompletedProcess:
+    """The command as a user runs it (``real``: the script, MediaPipe's settings), else with the fake."""
+    command = command or ([sys.executable, str(SCRIPT)] if real else FAKE_COMMAND)
     return subprocess.run(command + [str(a) for a in args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
 
@@ -92,8 +115,8 @@ def frames_on_disk(root: Path, split: str) -> Dict[str, int]:
     return {r["name"]: len(list((folder / r["name"]).glob("*.png"))) for r in csv_rows(root, split)}
 
 
-def cached_records(path: Path) -> Dict[str, object]:
-    cache = LandmarkCache(path, HolisticSettings(), readonly=True)
+def cached_records(path: Path, settings=FAKE) -> Dict[str, object]:
+    cache = LandmarkCache(path, settings, readonly=True)
     with cache.session():
         return {key[len(KEY_PREFIX):]: cache.get(key) for key in cache.keys() if key.startswith(KEY_PREFIX)}
 
@@ -136,9 +159,7 @@ def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_
     assert row(section(done.stdout, "Corpus"), "dev")[1:] == ["-"] * 7 + ["no", "CSV", "(not", "part", "of",
                                                                           "this", "copy)"]
     assert done.stdout.rstrip().endswith("Result: OK, no problems found.")
-    warm = subprocess.run([sys.executable, "-m", "phoenix_data.warm", "--root", si5, "--cache", tmp_path / "c",
-                           "--workers", "2"], capture_output=True, text=True, timeout=300)
-    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert warm_main(["--root", str(si5), "--cache", str(tmp_path / "c"), "--workers", "2"], spec=FAKE) == 0
     done = run("--root", si5, "--cache", tmp_path / "c")
     assert done.returncode == 0 and "no CSV (not part of this copy)" in done.stdout, done.stdout + done.stderr
     assert row(section(done.stdout, "Cache"), "dev") == ["dev", "0", "0", "0", "0"]
@@ -148,7 +169,7 @@ def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_
 def test_report_with_a_cold_cache(root, tmp_path, kind):
     path = tmp_path / "cache"
     if kind == "empty":
-        LandmarkCache(path, HolisticSettings())  # a real cache with metadata and no record
+        LandmarkCache(path, FAKE)  # a real cache with metadata and no record
         assert (path / "data.mdb").is_file()
     done = run("--root", root, "--cache", path, "--split", SPLIT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -165,14 +186,15 @@ def test_report_with_a_cold_cache(root, tmp_path, kind):
         assert smoke.strip() == f"skipped: no cache built at {path} yet."
 
 
-def test_report_with_a_warm_cache(root, warm_cache):
-    done = run("--root", root, "--cache", warm_cache)
+def test_report_with_a_warm_cache(root, real_demo_cache):
+    warm_cache = real_demo_cache
+    done = run("--root", root, "--cache", warm_cache, real=True)
     assert done.returncode == 0, done.stdout + done.stderr
     coverage = section(done.stdout, "Cache")
     for split in ("train", "dev", "test"):
         n = len(csv_rows(root, split))
         assert row(coverage, split) == [split, str(n)] + (["0", str(n)] if split != SPLIT else [str(n), "0"]) + ["0"]
-    records = cached_records(warm_cache)
+    records = cached_records(warm_cache, HolisticSettings())
     assert sorted(records) == sorted(frames_on_disk(root, SPLIT))
     found = {part: sum(int(np.any(r.landmarks[:, a:b] != 0, axis=(1, 2)).sum()) for r in records.values())
              for part, (a, b) in PART_BOUNDS.items()}
@@ -250,12 +272,12 @@ def test_verify_needs_a_cache(root, capsys):
 
 def test_cache_of_other_settings_is_refused(root, tmp_path):
     path = tmp_path / "cache"
-    LandmarkCache(path, HolisticSettings(min_detection_confidence=0.7))
+    LandmarkCache(path, FakeExtractorSettings(delay=0.5))
     done = run("--root", root, "--cache", path, "--split", SPLIT)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Corpus" in done.stdout  # the corpus part is still reported
     assert "built with other extraction settings" in done.stderr
-    assert "min_detection_confidence: cache 0.7, now 0.5" in done.stderr
+    assert "delay: cache 0.5, now 0.0" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -268,10 +290,11 @@ def face_box(record, t: int, part: str = "face"):
     return x0, y0, x1, y1
 
 
-def test_render_draws_the_landmarks_on_the_signer(root, warm_cache, tmp_path):
+def test_render_draws_the_landmarks_on_the_signer(root, real_demo_cache, tmp_path):
+    warm_cache = real_demo_cache
     sample_id = sorted(frames_on_disk(root, SPLIT))[0]
     out = tmp_path / "pictures" / "sheet.png"
-    done = run("--root", root, "--cache", warm_cache, "--render", sample_id, "--out", out)
+    done = run("--root", root, "--cache", warm_cache, "--render", sample_id, "--out", out, real=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Render {sample_id} ({SPLIT}; landmarks read from the cache)" in done.stdout
     sheet = np.asarray(Image.open(out).convert("RGB"))
@@ -280,7 +303,7 @@ def test_render_draws_the_landmarks_on_the_signer(root, warm_cache, tmp_path):
     raw = np.asarray(Image.open(first_png).convert("RGB"))
     face = np.all(tile == FACE_COLOUR, axis=2)
     assert not np.all(raw == FACE_COLOUR, axis=2).any()  # the colour is the drawing, not the photo
-    record = cached_records(warm_cache)[sample_id]
+    record = cached_records(warm_cache, HolisticSettings())[sample_id]
     x0, y0, x1, y1 = face_box(record, 0)
     margin = 3  # dot radius and rounding
     inside = face[max(y0 - margin, 0):y1 + margin, max(x0 - margin, 0):x1 + margin].sum()
@@ -301,17 +324,25 @@ def test_render_draws_the_landmarks_on_the_signer(root, warm_cache, tmp_path):
         assert gif.n_frames == frames_on_disk(root, SPLIT)[sample_id]
 
 
-def test_render_extracts_an_uncached_sample_into_the_cache(root, tmp_path):
+def test_render_extracts_an_uncached_sample_and_leaves_the_cache_as_it_was(root, warm_cache, tmp_path):
+    """A sanity check does not change what it checks: a sample missing from the cache is extracted for
+    the picture only."""
     sample_id = sorted(frames_on_disk(root, SPLIT))[1]
-    path = tmp_path / "cache"
+    path = Path(shutil.copytree(warm_cache, tmp_path / "cache"))
+    cache = LandmarkCache(path, FAKE)
+    key = KEY_PREFIX + sample_id
+    assert cache.discard([key]) == 1
+    cache.close()
+    before = {name: (path / name).read_bytes() for name in ("data.mdb",)}
     out = tmp_path / "sheet.png"
     done = run("--root", root, "--cache", path, "--split", SPLIT, "--render", sample_id, "--out", out)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"Render {sample_id} ({SPLIT}; extracted and stored in the cache)" in done.stdout
-    records = cached_records(path)
-    assert list(records) == [sample_id]
-    assert records[sample_id].num_frames == frames_on_disk(root, SPLIT)[sample_id]
-    assert out.is_file() and out.with_suffix(".gif").is_file()
+    assert f"Render {sample_id} ({SPLIT}; extracted (not in the cache; phoenix-warm-cache stores it; not stored)" \
+        in done.stdout
+    assert {name: (path / name).read_bytes() for name in before} == before
+    assert sample_id not in cached_records(path)
+    with Image.open(out.with_suffix(".gif")) as gif:
+        assert gif.n_frames == frames_on_disk(root, SPLIT)[sample_id]
 
 
 def test_render_of_an_unknown_id_lists_valid_ones(root, tmp_path):

@@ -391,10 +391,6 @@ def test_root_without_a_release_says_what_was_expected(tmp_path):
         assert name in msg
 
 
-def test_corpus_error_is_a_value_error():
-    assert issubclass(CorpusError, ValueError)
-
-
 # ----------------------------------------------------- acceptance: the full real corpus files
 
 REAL_COUNTS = [
@@ -559,8 +555,8 @@ def test_commands_and_dataset_give_one_line_for_a_bad_csv(corpus_fixtures, tmp_p
             f"PhoenixLandmarks({str(release_dir)!r}, 'dev', cache={str(tmp_path / 'c')!r})\n")
     dataset = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "phoenix_data.corpus.CorpusError: " in dataset.stderr and re.search(says, dataset.stderr)
-    for module in ("warm", "check"):
-        done = subprocess.run([sys.executable, "-m", f"phoenix_data.{module}", "--root", release_dir,
+    for module in ("warm-cache", "dataset"):
+        done = subprocess.run([sys.executable, "-m", "phoenix_data.cli", module, "--root", release_dir,
                                "--cache", tmp_path / "c"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, (module, done.stdout, done.stderr)
         assert re.search(says, done.stderr) and done.stderr.count("\n") == 1, (module, done.stderr)

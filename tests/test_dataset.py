@@ -1,4 +1,7 @@
-"""PhoenixLandmarks on the demo tree: real MediaPipe in real DataLoader workers, a real LMDB cache."""
+"""PhoenixLandmarks on the demo tree: real DataLoader workers, a real LMDB cache, the fast fake extractor.
+
+The Dataset's logic does not depend on the estimator; real MediaPipe through the same path: test_fill.py.
+"""
 from __future__ import annotations
 
 import os
@@ -14,12 +17,13 @@ from phoenix_data.batching import LengthBucketBatchSampler, collate_ctc
 from phoenix_data.cache import CacheError, LandmarkCache
 from phoenix_data.corpus import read_corpus
 from phoenix_data.dataset import SampleNotCached
-from phoenix_data.extract.mediapipe.runtime import holistic_builds
+from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames
 from phoenix_data.record import NUM_POINTS
 
 RELEASE = "PHOENIX-2014-T"
+FAKE = FakeExtractorSettings()
 
 
 def commits(cache_path) -> int:
@@ -49,7 +53,7 @@ def epoch(dataset, **loader_args):
 def warm(demo_tree, tmp_path_factory):
     """The demo 2014-T train split extracted by a cold epoch through num_workers=2."""
     cache_path = tmp_path_factory.mktemp("cache") / "lmdb"
-    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=cache_path)
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=cache_path, settings=FAKE)
     before = commits(cache_path)
     items = epoch(dataset, num_workers=2)
     return dataset, cache_path, items, commits(cache_path) - before
@@ -57,9 +61,8 @@ def warm(demo_tree, tmp_path_factory):
 
 def test_cold_epoch_extracts_each_sample_once_in_workers(warm):
     dataset, cache_path, items, written = warm
-    assert holistic_builds() == 0, "the main process built a Holistic"
     assert written == len(dataset) == 3, "one commit per sample, no sample extracted twice"
-    cache = LandmarkCache(cache_path, readonly=True)
+    cache = LandmarkCache(cache_path, FAKE, readonly=True)
     pids = {cache.get(s.key).pid for s in dataset.samples}
     cache.close()
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
@@ -96,25 +99,26 @@ def test_second_epoch_extracts_nothing_even_without_frames(warm, tmp_path):
     assert commits(cache_path) == before_commits and raw_records(cache_path) == before_records
     for key, item in second.items():
         assert torch.equal(item["landmarks"], first[key]["landmarks"])
-    assert holistic_builds() == 0
 
 
 def test_in_process_epoch_then_workers(warm):
     """num_workers=0 opens the cache in the main process; workers forked afterwards still work."""
-    dataset = warm[0]
-    assert len(epoch(dataset, num_workers=0)) == 3
-    assert len(epoch(dataset, num_workers=2)) == 3
+    dataset, _, first, _ = warm
+    in_process, in_workers = epoch(dataset, num_workers=0), epoch(dataset, num_workers=2)
+    assert sorted(in_process) == sorted(in_workers) == sorted(first)
+    for key, item in first.items():
+        assert torch.equal(in_process[key]["landmarks"], item["landmarks"])
+        assert torch.equal(in_workers[key]["landmarks"], item["landmarks"])
 
 
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_start_methods_cold(demo_tree, tmp_path, context):
-    dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c")
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)
     items = epoch(dataset, num_workers=2, multiprocessing_context=context)
     assert sorted(items) == sorted(s.id for s in dataset.samples)
-    cache = LandmarkCache(tmp_path / "c", readonly=True)
+    cache = LandmarkCache(tmp_path / "c", FAKE, readonly=True)
     assert all(cache.get(s.key).pid != os.getpid() for s in dataset.samples)
     cache.close()
-    assert holistic_builds() == 0
 
 
 def test_repr_and_len(warm, demo_tree, tmp_path):
@@ -122,22 +126,21 @@ def test_repr_and_len(warm, demo_tree, tmp_path):
     text = repr(dataset)
     assert f"release='{RELEASE}'" in text and "split='train'" in text and "samples=3" in text
     assert str(cache_path) in text and dataset.coverage() == (3, 3)
-    cold = PhoenixLandmarks(demo_tree[RELEASE], "test", cache=tmp_path / "c")
+    cold = PhoenixLandmarks(demo_tree[RELEASE], "test", cache=tmp_path / "c", settings=FAKE)
     assert len(cold) == 2 and cold.coverage() == (0, 2)
 
 
 def test_read_only_dataset(warm, demo_tree):
-    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1], readonly=True)
+    dataset = PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1], readonly=True, settings=FAKE)
     assert len(epoch(dataset, num_workers=2)) == 3
-    other_split = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=warm[1], readonly=True)
+    other_split = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=warm[1], readonly=True, settings=FAKE)
     with pytest.raises(SampleNotCached, match="not in the read-only cache"):
         other_split[0]
 
 
 def test_settings_mismatch_raises(warm, demo_tree):
-    with pytest.raises(CacheError, match="min_tracking_confidence: cache 0.5, now 0.8"):
-        PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1],
-                         settings=HolisticSettings(min_tracking_confidence=0.8))
+    with pytest.raises(CacheError, match="delay: cache 0.0, now 0.001"):
+        PhoenixLandmarks(demo_tree[RELEASE], "train", cache=warm[1], settings=FakeExtractorSettings(delay=0.001))
 
 
 def test_missing_cache_argument(demo_tree):
@@ -177,7 +180,7 @@ def test_lengths_come_from_cache_headers(warm, tmp_path):
     dataset, cache_path = warm[0], warm[1]
     root = tmp_path / RELEASE
     shutil.copytree(dataset.release.root, root)
-    copy = PhoenixLandmarks(root, "train", cache=cache_path, readonly=True)
+    copy = PhoenixLandmarks(root, "train", cache=cache_path, readonly=True, settings=FAKE)
     cached = [len(list_frames(s.frames_dir)) for s in copy.samples]
     list_frames(copy.samples[0].frames_dir)[-1].unlink()
     assert copy.lengths() == cached and len(list_frames(copy.samples[0].frames_dir)) == cached[0] - 1
@@ -188,10 +191,11 @@ def test_lengths_of_a_sample_without_frames_is_zero(demo_tree, tmp_path):
     shutil.copytree(demo_tree[RELEASE], root / RELEASE)
     samples = read_corpus(root / RELEASE, "test")
     shutil.rmtree(samples[0].frames_dir)
-    dataset = PhoenixLandmarks(root / RELEASE, "test", cache=tmp_path / "c")
+    dataset = PhoenixLandmarks(root / RELEASE, "test", cache=tmp_path / "c", settings=FAKE)
     assert dataset.lengths() == [0, len(list_frames(samples[1].frames_dir))]
 
 
+@pytest.mark.legacy
 def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
     with pytest.raises(ValueError, match="would download"):
         PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c",
@@ -199,8 +203,8 @@ def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
 
 
 def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):
-    """A 600-byte id (its frame folder named in the CSV's video column): extracted by real MediaPipe in
-    workers, stored under a digest key, read back; no BadValsizeError."""
+    """A 600-byte id (its frame folder named in the CSV's video column): extracted in workers, stored
+    under a digest key, read back; no BadValsizeError."""
     from phoenix_data.demo import build_demo
 
     root = build_demo(tmp_path / "demo")[RELEASE]
@@ -208,11 +212,11 @@ def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):
     header, first, *rest = csv_path.read_text(encoding="utf-8").splitlines()
     long_id = "long-" + "x" * 595
     csv_path.write_text("\n".join([header, long_id + first[first.index("|"):], *rest]) + "\n", encoding="utf-8")
-    dataset = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache")
+    dataset = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache", settings=FAKE)
     assert len(dataset.samples[0].key.encode()) > 511
     items = epoch(dataset, num_workers=2)
     frames = len(list_frames(dataset.samples[0].frames_dir))
     assert items[long_id]["landmarks"].shape == (frames, NUM_POINTS, 3)
-    reader = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache", readonly=True)
+    reader = PhoenixLandmarks(root, "dev", cache=tmp_path / "cache", readonly=True, settings=FAKE)
     assert torch.equal(reader[0]["landmarks"], items[long_id]["landmarks"]) and reader.lengths()[0] == frames
     assert not reader.cache.failures()

@@ -22,6 +22,8 @@ from phoenix_data.frames import list_frames, read_frames_rgb
 from phoenix_data.record import LandmarkRecord
 from phoenix_data.render import LEFT_HAND_COLOUR, RIGHT_HAND_COLOUR, TILE_GAP, render_sample
 
+pytestmark = pytest.mark.mediapipe  # every test here runs real MediaPipe
+
 HANDS = Path(__file__).resolve().parent / "fixtures" / "hands"
 BOTH_HANDS = HANDS / "signer_both_hands_9"
 HAND_GAPS = HANDS / "person_hand_gaps_12"

@@ -69,7 +69,7 @@ def test_noise_pattern_keeps_errors_and_everything_else(line):
 
 FILTER_PROBE = """
     import os, sys
-    from phoenix_data import mediapipe_logs
+    from phoenix_data.extract.mediapipe import logs as mediapipe_logs
     from phoenix_data.extract.mediapipe.logs import quiet_mediapipe
     print(quiet_mediapipe(), file=sys.stderr)
     first = mediapipe_logs._FILTER.pid
@@ -120,7 +120,7 @@ def test_verbose_after_quiet_puts_the_original_stderr_back():
 
 SPAWN_PROBE = """
     import multiprocessing, sys
-    from phoenix_data import mediapipe_logs
+    from phoenix_data.extract.mediapipe import logs as mediapipe_logs
 
     def child():
         print("filtered", mediapipe_logs.quiet_mediapipe(), "own filter", mediapipe_logs._FILTER is not None,

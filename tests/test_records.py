@@ -25,10 +25,12 @@ from phoenix_data.cache import CacheRecordError, LandmarkCache, decode_record, e
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
+from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.frames import list_frames
 from phoenix_data.record import NUM_POINTS, LandmarkRecord
 
 MULTI = "phoenix-2014-multisigner"
+FAKE = FakeExtractorSettings()  # the caches below hold hand-made records: no extractor runs
 # version 2: magic, version, frames, points, width, height, pid, seconds, key digest, crc32
 HEADER_V2 = struct.Struct("<4sHIHHHIf8sI")
 # version 1 (caches written before): the same without the key digest; crc32 of the payload only
@@ -185,7 +187,7 @@ def faulty_cache(demo: Path, path: Path) -> List[str]:
     rel = find_release(demo, "multisigner")
     keys = [s.key for split in ("train", "dev", "test") for s in read_release_split(rel, split)]
     assert len(keys) == len(FAULTS), keys
-    cache = LandmarkCache(path)
+    cache = LandmarkCache(path, FAKE)
     with cache.session():
         for i, key in enumerate(keys + [OTHER]):
             cache.put(key, fake_record(3 + i, seed=i))
@@ -208,7 +210,7 @@ FAULTS = ["belongs to another sample", "belongs to another sample", "belongs to 
 
 def test_every_read_refuses_a_faulty_record_naming_the_sample(demo, tmp_path):
     keys = faulty_cache(demo, tmp_path / "c")
-    cache = LandmarkCache(tmp_path / "c", readonly=True)
+    cache = LandmarkCache(tmp_path / "c", FAKE, readonly=True)
     with cache.session():
         for key, says in zip(keys, FAULTS):
             with pytest.raises(CacheRecordError, match=f"{key!r} {says}"):
@@ -224,7 +226,7 @@ def test_every_read_refuses_a_faulty_record_naming_the_sample(demo, tmp_path):
 def test_dataset_items_refuse_a_faulty_record(demo, tmp_path):
     keys = faulty_cache(demo, tmp_path / "c")
     for split in ("train", "dev", "test"):
-        ds = PhoenixLandmarks(demo, split, cache=tmp_path / "c", release="multisigner", readonly=True)
+        ds = PhoenixLandmarks(demo, split, cache=tmp_path / "c", release="multisigner", readonly=True, settings=FAKE)
         for index, sample in enumerate(ds.samples):
             says = FAULTS[keys.index(sample.key)]
             with pytest.raises(CacheRecordError, match=f"{sample.key!r} {says}.*--repair"):
@@ -233,22 +235,22 @@ def test_dataset_items_refuse_a_faulty_record(demo, tmp_path):
 
 # --- --verify lists, --repair re-extracts (real MediaPipe, in subprocesses) -------------------------------
 
-def command(module: str, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"phoenix_data.{module}", *map(str, args)],
+def command(name: str, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "phoenix_data.cli", name, *map(str, args)],
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
 
 def verify_lines(demo: Path, cache: Path, release: str) -> subprocess.CompletedProcess:
-    return command("check", "--root", demo, "--release", release, "--cache", cache, "--verify")
+    return command("dataset", "--root", demo, "--release", release, "--cache", cache, "--verify")
 
 
-def test_verify_lists_and_repair_re_extracts_every_faulty_record(tmp_path):
+def test_verify_lists_and_repair_re_extracts_every_faulty_record(tmp_path, holistic_settings):
     demo, cache = tmp_path / "demo", tmp_path / "cache"
     build_demo(demo)
     samples = {name: [s for split in ("train", "dev", "test") for s in read_release_split(find_release(demo, name),
                                                                                           split)]
                for name in ("multisigner", "si5")}
-    store = LandmarkCache(cache)
+    store = LandmarkCache(cache, holistic_settings)
     with store.session():  # records that pass --verify: as many frames as on disk, 210x260
         for seed, sample in enumerate(samples["multisigner"] + samples["si5"]):
             store.put(sample.key, fake_record(len(list_frames(sample.frames_dir)), seed=seed))
@@ -270,9 +272,10 @@ def test_verify_lists_and_repair_re_extracts_every_faulty_record(tmp_path):
     assert re.search(rf"{resized.id} +record made from 210x260 frames, frames on disk are 200x250", bad), bad
 
     for name in ("multisigner", "si5"):
-        repaired = command("warm", "--root", demo, "--cache", cache, "--release", name, "--workers", 2, "--repair")
+        repaired = command("warm-cache", "--root", demo, "--cache", cache, "--release", name, "--workers", 2,
+                           "--repair")
         assert repaired.returncode == 0, repaired.stderr[-3000:]
-    store = LandmarkCache(cache, readonly=True)
+    store = LandmarkCache(cache, holistic_settings, readonly=True)
     with store.session():
         for sample in samples["multisigner"] + samples["si5"]:
             paths = list_frames(sample.frames_dir)

@@ -21,7 +21,7 @@ from phoenix_data.extract.fake import FakeExtractorSettings, fake_points
 from phoenix_data.extract.helper import close_helpers
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames, read_frames_rgb
-from phoenix_data.warm import WarmOptions, warm
+from phoenix_data.warm import WarmCounts, WarmOptions, warm
 
 RELEASE = "PHOENIX-2014-T"
 FAKE = FakeExtractorSettings()
@@ -46,9 +46,10 @@ def test_dataset_epoch_with_the_fake_extractor(demo_tree, tmp_path):
 
 def test_fake_and_mediapipe_records_never_mix(demo_tree, tmp_path):
     PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)[0]
+    mediapipe = HolisticSettings(backend="legacy")  # fingerprinted without importing MediaPipe
     with pytest.raises(CacheError, match="other extraction settings"):
-        PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=HolisticSettings())
-    assert FAKE.fingerprint() != HolisticSettings().fingerprint()
+        LandmarkCache(tmp_path / "c", mediapipe)
+    assert FAKE.fingerprint() != mediapipe.fingerprint()
 
 
 def test_warm_up_library_call_with_the_fake(demo_tree, tmp_path):
@@ -56,9 +57,9 @@ def test_warm_up_library_call_with_the_fake(demo_tree, tmp_path):
                           progress_bar=False, heartbeat=0)
     outcome = warm(options)
     assert outcome.exit_status == 0
-    assert outcome.summary["counts"] == {"total": 7, "extracted": 7, "cached": 0, "failed": 0, "remaining": 0}
+    assert outcome.summary.counts == WarmCounts(total=7, extracted=7, cached=0, failed=0, remaining=0)
     again = warm(options)
-    assert again.summary["counts"]["cached"] == 7 and again.summary["sent_to_workers"] == 0
+    assert again.summary.counts.cached == 7 and again.summary.sent_to_workers == 0
 
 
 def _hold(cache_dir, key, holding, release):
@@ -82,15 +83,3 @@ def test_a_claim_held_by_another_process_defers_then_frees_on_exit(demo_tree, tm
     assert fill_sample(cache, sample, FAKE, wait=5).outcome == Outcome.EXTRACTED
     assert fill_sample(cache, sample, FAKE).outcome == Outcome.CACHED
     assert cache.extracted_by(sample.key) not in (None, os.getpid())
-
-
-def test_torch_still_has_the_iterator_shutdown_the_warm_up_calls(tmp_path):
-    """The warm-up stops its workers with the iterator's ``_shutdown_workers`` (torch's own clean-up):
-    pinned here, so that a torch release without it fails a test instead of leaving workers behind."""
-    loader = DataLoader(list(range(8)), batch_size=None, num_workers=2)
-    batches = iter(loader)
-    next(batches)
-    workers = list(batches._workers)
-    assert all(w.is_alive() for w in workers)
-    batches._shutdown_workers()
-    assert not any(w.is_alive() for w in workers)

@@ -27,8 +27,8 @@ from phoenix_data.extract.mediapipe.runtime import mediapipe_version
 from phoenix_data.extract.mediapipe.settings import HolisticSettings, default_backend
 from phoenix_data.record import LandmarkRecord
 
-pytestmark = pytest.mark.skipif(not mediapipe_version().startswith("0.10.21"),
-                                reason="compares with the legacy backend: needs mediapipe 0.10.21 (Python < 3.13)")
+pytestmark = [pytest.mark.mediapipe, pytest.mark.skipif(not mediapipe_version().startswith("0.10.21"),
+                                reason="compares with the legacy backend: needs mediapipe 0.10.21 (Python < 3.13)")]
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLIPS = {"both_hands": FIXTURES / "hands" / "signer_both_hands_9",

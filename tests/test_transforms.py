@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from phoenix_data.batching import collate_ctc
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.dataset import PhoenixLandmarks
-from phoenix_data.extract.mediapipe.settings import HolisticSettings
+from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import NUM_POINTS, POSE_POINTS, LandmarkRecord, part_slices
 from phoenix_data.transforms import (
     SUBSETS,
@@ -42,6 +42,7 @@ from phoenix_data.transforms.points import FACE_MIRROR_PAIRS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REAL_LANDMARKS = FIXTURES / "landmarks" / "real_frames.npz"
+FAKE = FakeExtractorSettings()
 S = part_slices(NUM_POINTS)
 LS, RS = 11, 12  # pose shoulders
 HANDS = ("left_hand", "right_hand")
@@ -484,7 +485,7 @@ def fake_cached_dataset(tmp_path_factory):
     """A dataset whose every sample is a fake record in a real LMDB cache: it never extracts."""
     base = tmp_path_factory.mktemp("transforms")
     root = fake_release(base, 10)
-    cache = LandmarkCache(base / "cache", HolisticSettings())
+    cache = LandmarkCache(base / "cache", FAKE)
     rng = np.random.default_rng(0)
     for i in range(10):
         frames = 20 + 3 * i
@@ -510,7 +511,7 @@ def same_batches(one, two) -> bool:
 
 def test_seeded_loader_with_two_workers_repeats_its_batches(fake_cached_dataset):
     root, cache = fake_cached_dataset
-    dataset = PhoenixLandmarks(root, "train", cache=cache, readonly=True)
+    dataset = PhoenixLandmarks(root, "train", cache=cache, readonly=True, settings=FAKE)
     first, second = batches(dataset, seed=7), batches(dataset, seed=7)
     assert len(first) == 4 and same_batches(first, second)
     dataset.transform = None
@@ -526,7 +527,7 @@ def test_seeded_loader_with_two_workers_repeats_its_batches(fake_cached_dataset)
 
 def test_unseeded_workers_do_not_repeat_each_other(fake_cached_dataset):
     root, cache = fake_cached_dataset
-    dataset = PhoenixLandmarks(root, "train", cache=cache, readonly=True)
+    dataset = PhoenixLandmarks(root, "train", cache=cache, readonly=True, settings=FAKE)
     dataset.transform = Compose([RandomAffine(rotation=20)])
     same = Subset(dataset, [0] * 8)  # one sample eight times, spread over both workers
     loader = DataLoader(same, batch_size=1, collate_fn=collate_ctc, num_workers=2)
@@ -545,9 +546,9 @@ class Subset(torch.utils.data.Dataset):
         return self.dataset[self.indices[i]]
 
 
-def test_demo_tree_extracted_by_real_mediapipe_in_workers_gives_the_same_batches_twice(demo_tree, tmp_path):
-    dataset = PhoenixLandmarks(demo_tree["PHOENIX-2014-T"], "train", cache=tmp_path / "cache")
-    cold = batches(dataset, seed=11)  # the workers extract (real MediaPipe) and transform
+def test_demo_tree_extracted_in_workers_gives_the_same_batches_twice(demo_tree, tmp_path):
+    dataset = PhoenixLandmarks(demo_tree["PHOENIX-2014-T"], "train", cache=tmp_path / "cache", settings=FAKE)
+    cold = batches(dataset, seed=11)  # the workers extract and transform
     warm = batches(dataset, seed=11)  # read back from the cache
     assert sum(len(b["id"]) for b in cold) == len(dataset) and same_batches(cold, warm)
     assert all(b["landmarks"].shape[2] == len(SelectPoints("pose_upper_body", *HANDS, "lips").layout_ids(543))

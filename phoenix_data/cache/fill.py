@@ -3,11 +3,11 @@
 Where a sample is extracted:
 - in a DataLoader worker (the Dataset's workers, the warm-up's workers): by that process's own Holistic;
 - anywhere else (a training script's or notebook's main process, ``--workers 0``, ``--render``): by
-  the isolated helper process of ``phoenix_data.isolated``, because a process that has run MediaPipe
+  the isolated helper process of ``phoenix_data.extract.helper``, because a process that has run MediaPipe
   breaks every DataLoader worker it forks later.
 
 Processes extracting into one cache at once share the work through per-sample claims
-(``phoenix_data.claims``): a sample is extracted once, by whichever process claimed it first.
+(``cache.claims``): a sample is extracted once, by whichever process claimed it first.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The LMDB landmark cache: records, failures and metadata of one extraction setting (no pickle).
 
-Environments are per process (``phoenix_data.lmdb_env``); records are encoded in ``phoenix_data.record``.
+Environments are per process (``cache.lmdb_env``); records are encoded in ``phoenix_data.record``.
 
 One LMDB environment holds three named databases:
 

@@ -9,7 +9,7 @@ multiprocessing's spawn) also spares a user's script without an ``if __name__ ==
 from being imported again. The warm-up uses the same helper to retry, alone, a sample whose
 extraction killed its worker: the helper dying again identifies the sample.
 
-Run as ``python -m phoenix_data.isolated FD``: serves requests on the socket FD until it closes.
+Run as ``python -m phoenix_data.extract.helper FD``: serves requests on the socket FD until it closes.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class IsolatedExtractor:
             p for p in (package_parent, os.environ.get("PYTHONPATH")) if p))
         with theirs:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "phoenix_data.isolated", str(theirs.fileno())],
+                [sys.executable, "-m", "phoenix_data.extract.helper", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         self._conn = Connection(ours.detach())
         self._owner = os.getpid()

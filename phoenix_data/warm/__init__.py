@@ -69,7 +69,7 @@ def warm(options: WarmOptions, plan: Optional[WarmPlan] = None) -> WarmOutcome:
              "" if options.workers == 1 else "s", plan.cache.path)
     metrics = MetricsWriter(reports / METRICS_FILE, datetime.now().astimezone().isoformat(timespec="seconds"))
     try:
-        with _quiet("phoenix_data.fill"):  # failures are logged once, by the job, not by each worker
+        with _quiet("phoenix_data.cache.fill"):  # failures are logged once, by the job, not by each worker
             state = run_tasks(plan, options, metrics)
     finally:
         metrics.close()

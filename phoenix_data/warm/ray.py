@@ -1,7 +1,7 @@
 """The warm-up on a Ray cluster: actors extract, the driver is the one writer of the LMDB cache.
 
 ``warm_on_ray(options, address=...)`` runs the same plan as ``warm()`` (``make_plan`` decides what is
-left, so a rerun, local or Ray, resumes the same cache) with ``WarmActor``s (``phoenix_data.ray_actor``) instead of
+left, so a rerun, local or Ray, resumes the same cache) with ``WarmActor``s (``warm.actor``) instead of
 local workers. Each actor keeps one extractor; at most ``QUEUED_PER_ACTOR`` samples wait per actor,
 so the driver holds a few encoded records at a time whatever the split's size. The driver checks
 each record's bytes and writes it in one commit (``LandmarkCache.put_encoded``).
