@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import lmdb
 import numpy as np
 import pytest
 
-from phoenix_data.cache import LandmarkCache
+from phoenix_data.cache import decode_record
 from phoenix_data.corpus import SPLITS, find_release, read_release_split
 from phoenix_data.frames import list_frames
 
@@ -90,20 +90,36 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
 
 # --- running the warm-up as a user does ----------------------------------------------------------
 
-def warm_cmd(*args: object) -> List[str]:
-    return [sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)]
+# The fake extractor's delay per frame in commands the tests run (a real sample takes ~0.1 s a frame);
+# part of the fake's fingerprint, so every run on one cache must use the same.
+FAKE_DELAY_ENV = "PHOENIX_TEST_FAKE_DELAY"
+FAKE_DELAY = 0.05
+# ``phoenix-warm-cache`` driven with the fake extractor as its spec: the same arguments, reports, exit
+# statuses and signals as the console script, no MediaPipe.
+FAKE_WARM = [sys.executable, "-c",
+             "import os, sys; from phoenix_data.cli.warm import main; "
+             "from phoenix_data.extract.fake import FakeExtractorSettings; "
+             f"sys.exit(main(sys.argv[1:], spec=FakeExtractorSettings(float(os.environ.get({FAKE_DELAY_ENV!r}, "
+             f"{FAKE_DELAY!r})))))"]
 
 
-def run_warm(*args: object) -> subprocess.CompletedProcess:
+def warm_cmd(*args: object, real: bool = False) -> List[str]:
+    """The warm-up command: with the fake extractor, or (``real``) the command itself with MediaPipe."""
+    command = [sys.executable, "-m", "phoenix_data.cli", "warm-cache"] if real else FAKE_WARM
+    return [*command, *map(str, args)]
+
+
+def run_warm(*args: object, real: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run the job to the end; stderr is a pipe, so the job logs heartbeat lines, not a bar."""
-    return subprocess.run(warm_cmd(*args), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    return subprocess.run(warm_cmd(*args, real=real), capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          env=env)
 
 
-def start_warm(log_dir: Path, *args: object) -> subprocess.Popen:
-    """Start the job in its own process group (as a shell job is), output to files."""
+def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Start the job (with the fake extractor) in its own process group, as a shell job is; output to files."""
     out = (log_dir / "stdout.txt").open("w")
     err = (log_dir / "stderr.txt").open("w")
-    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True)
+    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True, env=env)
 
 
 def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
@@ -125,15 +141,13 @@ def raw_records(cache: Path) -> Dict[str, bytes]:
 
 def check_records(cache: Path, expected: Dict[str, int]) -> Dict[str, int]:
     """Decode each cached record of ``expected`` (checksums included); returns key -> extracting pid."""
-    pids = {}
-    store = LandmarkCache(cache, readonly=True)
-    with store.session():
-        for key, frames in expected.items():
-            record = store.get(key)
-            assert record is not None, f"{key} not cached"
-            assert record.num_frames == frames, f"{key}: {record.num_frames} frames cached, {frames} on disk"
-            assert np.isfinite(record.landmarks).all()
-            pids[key] = record.pid
+    pids, stored = {}, raw_records(cache)
+    for key, frames in expected.items():
+        assert key in stored, f"{key} not cached"
+        record = decode_record(stored[key], key)  # every check a read makes, whatever the extractor
+        assert record.num_frames == frames, f"{key}: {record.num_frames} frames cached, {frames} on disk"
+        assert np.isfinite(record.landmarks).all()
+        pids[key] = record.pid
     return pids
 
 

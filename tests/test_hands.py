@@ -94,11 +94,11 @@ def test_a_hand_that_comes_and_goes_has_presence_and_confidence_frame_by_frame(e
 
 def test_hand_records_round_trip_through_a_real_cache(extracted, tmp_path):
     records = {"rel/train/both": extracted[BOTH_HANDS], "rel/train/gaps": extracted[HAND_GAPS]}
-    cache = LandmarkCache(tmp_path / "cache")
+    cache = LandmarkCache(tmp_path / "cache", HolisticSettings())
     with cache.session():
         for key, record in records.items():
             cache.put(key, record)
-    reader = LandmarkCache(tmp_path / "cache", readonly=True)
+    reader = LandmarkCache(tmp_path / "cache", HolisticSettings(), readonly=True)
     with reader.session():
         for key, record in records.items():
             back = reader.get(key)

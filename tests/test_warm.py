@@ -1,7 +1,9 @@
-"""The warm-up job as a user runs it: real MediaPipe, real LMDB files, real worker processes.
+"""The warm-up job as a user runs it: real LMDB files, real worker processes, real signals.
 
-Each run is a subprocess (``python -m phoenix_data.warm``), so kill -9 and Ctrl+C hit a real process
-group. Runs use the demo tree (samples of 8-14 frames), mostly one release and split of it.
+Each run is a subprocess, so kill -9 and Ctrl+C hit a real process group. The job's logic (resume,
+reports, rounds, failures) runs on the fast fake extractor (``helpers.FAKE_WARM``); one run of the command
+itself with real MediaPipe (``real_warm_run``) checks what the records and reports hold. Runs use the
+demo tree (samples of 8-14 frames), mostly one release and split of it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import lmdb
 import numpy as np
 import pytest
 from helpers import (
+    FAKE_DELAY_ENV,
     MULTI,
     RUN_TIMEOUT,
     check_records,
@@ -37,8 +40,9 @@ from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli.warm import main
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
+from phoenix_data.extract.fake import HAND_THRESHOLD
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
-from phoenix_data.frames import list_frames
+from phoenix_data.frames import list_frames, read_frames_rgb
 from phoenix_data.record import LandmarkRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +59,7 @@ def found_shares(cache: Path, keys: Sequence[str]) -> Dict[str, Dict[str, float]
     """key (and "all") -> part -> share of frames in which the cached record holds that part (non-zero)."""
     found: Dict[str, Dict[str, int]] = {}
     frames: Dict[str, int] = {}
-    store = LandmarkCache(cache, readonly=True)
+    store = LandmarkCache(cache, HolisticSettings(), readonly=True)
     with store.session():
         for key in keys:
             record = store.get(key)
@@ -70,45 +74,45 @@ def found_shares(cache: Path, keys: Sequence[str]) -> Dict[str, Dict[str, float]
 # --- a full run with two workers, then a second run -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def real_warm_run(tmp_path_factory):
     """``--demo`` restricted to one release and split, two workers; stderr to a file (not a terminal)."""
     demo_dir = tmp_path_factory.mktemp("demo-run")
     err_path = demo_dir.parent / f"{demo_dir.name}-stderr.txt"
     with err_path.open("w") as err:
         proc = subprocess.Popen(warm_cmd("--demo", "--demo-dir", demo_dir, "--release", "multisigner", "--split",
-                                         "train", "--workers", 2, "--heartbeat", 0),
+                                         "train", "--workers", 2, "--heartbeat", 0, real=True),
                                 stdout=subprocess.PIPE, stderr=err, text=True)
         proc.stdout_text = proc.communicate(timeout=RUN_TIMEOUT)[0]
     return {"demo": demo_dir, "cache": demo_dir / "cache", "proc": proc, "stderr": err_path.read_text()}
 
 
-def test_demo_run_fills_the_cache(first_run):
-    proc, cache = first_run["proc"], first_run["cache"]
-    assert proc.returncode == 0, first_run["stderr"][-3000:]
-    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+def test_demo_run_fills_the_cache(real_warm_run):
+    proc, cache = real_warm_run["proc"], real_warm_run["cache"]
+    assert proc.returncode == 0, real_warm_run["stderr"][-3000:]
+    expected = expected_frames(real_warm_run["demo"], MULTI, ["train"])
     assert len(expected) == 3
     check_records(cache, expected)
     assert set(raw_records(cache)) == set(expected)  # one release, one split: nothing else
     assert f"Cache:     {cache}" in proc.stdout_text
-    assert f"Demo tree: {first_run['demo']}" in proc.stdout_text
+    assert f"Demo tree: {real_warm_run['demo']}" in proc.stdout_text
     assert proc.stdout_text.startswith("Warm-up done: 3 samples: 3 extracted, 0 already cached, 0 failed")
 
 
-def test_demo_run_writes_summary_and_metrics(first_run):
-    cache = first_run["cache"]
+def test_demo_run_writes_summary_and_metrics(real_warm_run):
+    cache = real_warm_run["cache"]
     summary = read_json(cache / "summary.json")
     assert summary["counts"] == {"total": 3, "extracted": 3, "cached": 0, "failed": 0, "remaining": 0}
-    assert summary["frames_extracted"] == sum(expected_frames(first_run["demo"], MULTI, ["train"]).values())
+    assert summary["frames_extracted"] == sum(expected_frames(real_warm_run["demo"], MULTI, ["train"]).values())
     assert summary["wall_seconds"] > 0 and summary["worker_cpu_seconds"] > 0
     assert summary["speedup"] == pytest.approx(summary["worker_cpu_seconds"] / summary["wall_seconds"], rel=0.01)
     spread = summary["per_sample_frames_per_s"]
     assert 0 < spread["min"] <= spread["median"] <= spread["max"]
-    assert summary["workers"] == 2 and summary["main_pid"] == first_run["proc"].pid
+    assert summary["workers"] == 2 and summary["main_pid"] == real_warm_run["proc"].pid
     assert set(summary["versions"]) == {"phoenix_data", "mediapipe", "torch", "python"}
     assert summary["settings_fingerprint"] == HolisticSettings().fingerprint()
     # What the records hold: pose and face in every frame, hands in most (a signer), not all (a person
     # whose right hand comes and goes and whose left one is out of view).
-    shares = found_shares(cache, list(expected_frames(first_run["demo"], MULTI, ["train"])))
+    shares = found_shares(cache, list(expected_frames(real_warm_run["demo"], MULTI, ["train"])))
     assert summary["detection_rates"] == pytest.approx(shares["all"], abs=1e-3)
     assert summary["detection_rates"]["pose"] == summary["detection_rates"]["face"] == 1.0
     assert 0.5 < summary["detection_rates"]["left_hand"] < 1 and 0.5 < summary["detection_rates"]["right_hand"] < 1
@@ -117,7 +121,7 @@ def test_demo_run_writes_summary_and_metrics(first_run):
 
     rows = metrics_rows(cache)
     assert set(METRICS_COLUMNS) <= set(rows[0])
-    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+    expected = expected_frames(real_warm_run["demo"], MULTI, ["train"])
     assert {f"{r['release']}/{r['split']}/{r['id']}": int(r["frames"]) for r in rows} == expected
     for row in rows:
         assert float(row["frames_per_s"]) == pytest.approx(int(row["frames"]) / float(row["seconds"]), rel=0.02)
@@ -128,16 +132,16 @@ def test_demo_run_writes_summary_and_metrics(first_run):
     assert all(mb > 50 for mb in summary["peak_rss_mb_per_worker"].values())
 
 
-def test_two_workers_extract_outside_the_main_process(first_run):
-    cache = first_run["cache"]
+def test_two_workers_extract_outside_the_main_process(real_warm_run):
+    cache = real_warm_run["cache"]
     main_pid = read_json(cache / "summary.json")["main_pid"]
-    pids = set(check_records(cache, expected_frames(first_run["demo"], MULTI, ["train"])).values())
+    pids = set(check_records(cache, expected_frames(real_warm_run["demo"], MULTI, ["train"])).values())
     assert main_pid not in pids
     assert 1 <= len(pids) <= 2
 
 
-def test_heartbeat_lines_when_stderr_is_a_file(first_run):
-    stderr = first_run["stderr"]
+def test_heartbeat_lines_when_stderr_is_a_file(real_warm_run):
+    stderr = real_warm_run["stderr"]
     assert "\r" not in stderr
     assert "[warm] 3 samples" in stderr and "0 cached" in stderr and "3 to do" in stderr  # the start line
     beats = [line for line in stderr.splitlines() if line.startswith("[warm] ") and "samples/s" in line]
@@ -145,11 +149,11 @@ def test_heartbeat_lines_when_stderr_is_a_file(first_run):
     assert all("frames/s" in b and "ETA" in b and "failed" in b for b in beats)
 
 
-def test_second_run_extracts_nothing(first_run, tmp_path):
-    cache = first_run["cache"]
+def test_second_run_extracts_nothing(real_warm_run, tmp_path):
+    cache = real_warm_run["cache"]
     before = raw_records(cache)
-    proc = run_warm("--root", first_run["demo"], "--cache", cache, "--release", "multisigner",
-                    "--split", "train", "--workers", 2, "--report-dir", tmp_path)
+    proc = run_warm("--root", real_warm_run["demo"], "--cache", cache, "--release", "multisigner",
+                    "--split", "train", "--workers", 2, "--report-dir", tmp_path, real=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = read_json(tmp_path / "summary.json")
     assert summary["counts"] == {"total": 3, "extracted": 0, "cached": 3, "failed": 0, "remaining": 0}
@@ -241,7 +245,7 @@ def test_second_ctrl_c_exits_at_once_without_harm(demo_dir, tmp_path):
 
 def test_overwrite_discards_only_a_cache_of_other_settings(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    old = LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3))
+    old = LandmarkCache(cache, HolisticSettings(backend="legacy", min_detection_confidence=0.3))
     with old.session():
         old.put("old/settings/record", LandmarkRecord(np.zeros((2, 543, 3), np.float32),
                                                       np.zeros((2, 543), np.float32), width=210, height=260))
@@ -272,7 +276,7 @@ def _break_samples(tree: Path):
     corrupt_png.write_bytes(b"not a png at all")
     for png in list_frames(empty.frames_dir):
         png.unlink()
-    black = np.zeros((260, 210, 3), np.uint8)  # MediaPipe finds nobody here: no failure
+    black = np.zeros((260, 210, 3), np.uint8)  # a frame where a part is not found: no failure
     cv2.imwrite(str(list_frames(nobody.frames_dir)[0]), black)
     return samples, corrupt_png, good_bytes
 
@@ -295,8 +299,10 @@ def test_failures_are_listed_and_retried_on_request(tmp_path):
     check_records(tmp_path / "cache", {nobody.key: len(list_frames(nobody.frames_dir))})
     assert set(raw_records(tmp_path / "cache")) == {nobody.key}
     rows = metrics_rows(tmp_path / "cache")
-    found = 1 - 1 / len(list_frames(nobody.frames_dir))  # all frames but the black one
-    assert [(float(r["pose"]), float(r["face"])) for r in rows] == [pytest.approx((found, found), abs=1e-3)]
+    frames = list(read_frames_rgb(list_frames(nobody.frames_dir)))
+    right = np.mean([frame[..., 0].mean() > HAND_THRESHOLD for frame in frames])  # the fake's right hand
+    assert right < 1, "the black frame has no hand"
+    assert [float(r["right_hand"]) for r in rows] == [pytest.approx(right, abs=1e-3)]
 
     allowed = run_warm(*args, "--allow-failures")  # failed before: not retried, still listed
     assert allowed.returncode == 0, allowed.stderr[-3000:]
@@ -361,19 +367,17 @@ def put_raw(cache: Path, key: str, value: bytes) -> None:
         env.close()
 
 
-def test_rerun_and_repair_extract_damaged_records_again(first_run, tmp_path):
-    import shutil
-
+def test_rerun_and_repair_extract_damaged_records_again(demo_dir, tmp_path):
     cache = tmp_path / "cache"
-    shutil.copytree(first_run["cache"], cache)
+    args = ("--root", demo_dir, "--cache", cache, "--release", "multisigner", "--split", "train",
+            "--workers", 1, "--report-dir", tmp_path / "r")
+    assert run_warm(*args).returncode == 0
     records = raw_records(cache)
     truncated, flipped, *_ = sorted(records)
     put_raw(cache, truncated, records[truncated][:-10])
     damaged = bytearray(records[flipped])
     damaged[len(damaged) // 2] ^= 0xFF  # same length: only the checksum tells
     put_raw(cache, flipped, bytes(damaged))
-    args = ("--root", first_run["demo"], "--cache", cache, "--release", "multisigner", "--split", "train",
-            "--workers", 1, "--report-dir", tmp_path / "r")
 
     plain = run_warm(*args)
     assert plain.returncode == 0, plain.stderr[-3000:]
@@ -385,13 +389,13 @@ def test_rerun_and_repair_extract_damaged_records_again(first_run, tmp_path):
     assert repaired.returncode == 0, repaired.stderr[-3000:]
     assert read_json(tmp_path / "r" / "summary.json")["counts"]["extracted"] == 1
     assert "fails its checksum" in repaired.stderr
-    expected = expected_frames(first_run["demo"], MULTI, ["train"])
+    expected = expected_frames(demo_dir, MULTI, ["train"])
     check_records(cache, expected)  # every record decodes again, checksums included
 
 
 def test_heartbeat_beats_on_a_clock(demo_dir, tmp_path):
     proc = run_warm("--root", demo_dir, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
-                    "--workers", 1, "--heartbeat", 0.2)
+                    "--workers", 1, "--heartbeat", 0.2, env=dict(os.environ, **{FAKE_DELAY_ENV: "0.1"}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     beats = [line for line in proc.stderr.splitlines() if re.match(r"\[warm\] \d+/2 samples \(", line)]
     # while the first sample is under way (>= 0.5 s), only the clock can print "0/2" lines

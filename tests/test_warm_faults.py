@@ -1,7 +1,9 @@
 """The warm-up against what a user's machine throws at it: crashing samples, full disks, a cache
 deleted or rewritten under the job, two jobs on one cache, Ctrl+C during start-up.
 
-Each run is a real subprocess with real MediaPipe workers on the demo_dir tree.
+Each run is a real subprocess with real worker processes on the demo tree, extracting with the fast fake
+(whose CRASH_COLOUR frame aborts the process extracting it, as MediaPipe aborts on some frames); the
+settings flags run real MediaPipe.
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 import cv2
-import numpy as np
 import pytest
 from helpers import (
+    FAKE_DELAY,
+    FAKE_DELAY_ENV,
     MULTI,
     RUN_TIMEOUT,
     check_records,
@@ -37,7 +40,7 @@ from helpers import (
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import find_release, read_release_split
 from phoenix_data.demo import build_demo
-from phoenix_data.extract.mediapipe.settings import HolisticSettings
+from phoenix_data.extract.fake import CRASH_COLOUR, FakeExtractorSettings, fault_frame
 from phoenix_data.frames import list_frames
 
 ALL_RELEASES = (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
@@ -65,24 +68,22 @@ def all_expected(demo_dir: Path) -> dict:
 
 
 def no_failures(cache: Path) -> dict:
-    store = LandmarkCache(cache, readonly=True)
+    store = LandmarkCache(cache, FakeExtractorSettings(FAKE_DELAY), readonly=True)
     with store.session():
         return store.failures()
 
 
 # --- a sample that kills its worker ---------------------------------------------------------------
 
-def test_sample_that_crashes_mediapipe_fails_alone_and_the_run_finishes(tmp_path):
-    """A 40000x20 frame aborts MediaPipe's process (allowed past the size check on purpose)."""
+def test_sample_that_crashes_its_worker_fails_alone_and_the_run_finishes(tmp_path):
+    """A frame that aborts the extracting process: in a worker, then alone in the helper: failed."""
     build_demo(tmp_path / "tree")
     samples = read_release_split(find_release(tmp_path / "tree", "multisigner"), "train")
     crashing = samples[1]
-    cv2.imwrite(str(list_frames(crashing.frames_dir)[0]), np.full((20, 40000, 3), 128, np.uint8))
-    env = dict(os.environ, PHOENIX_DATA_MAX_FRAME_SIDE="100000")
+    cv2.imwrite(str(list_frames(crashing.frames_dir)[0]), fault_frame(CRASH_COLOUR)[..., ::-1])  # BGR on disk
     args = ["--root", tmp_path / "tree", "--cache", tmp_path / "cache", "--release", "multisigner",
             "--workers", 2]
-    first = subprocess.run([sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)],
-                           capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    first = run_warm(*args)
     assert first.returncode == 1, first.stderr[-3000:]
     failed = read_json(tmp_path / "cache" / "failed_samples.json")
     assert [(f["key"], f["reason"]) for f in failed] == [
@@ -93,8 +94,7 @@ def test_sample_that_crashes_mediapipe_fails_alone_and_the_run_finishes(tmp_path
     others = {k: n for k, n in expected_frames(tmp_path / "tree", MULTI).items() if k != crashing.key}
     check_records(tmp_path / "cache", others)
 
-    rerun = subprocess.run([sys.executable, "-m", "phoenix_data.cli", "warm-cache", *map(str, args)],
-                           capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    rerun = run_warm(*args)
     assert rerun.returncode == 1  # listed again, not retried: the run finishes at once
     assert read_json(tmp_path / "cache" / "summary.json")["sent_to_workers"] == 0
 
@@ -149,14 +149,16 @@ def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
                       "--report-dir", tmp_path / "r")
     wait_for_rows(proc, tmp_path / "r", 1)
-    LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3), overwrite=True)
+    other = FakeExtractorSettings(delay=0.01)
+    LandmarkCache(cache, other, overwrite=True)
     assert proc.wait(timeout=120) == 3
     out = (tmp_path / "stdout.txt").read_text()
     assert "other extraction settings" in out and "Traceback" not in (tmp_path / "stderr.txt").read_text()
-    store = LandmarkCache(cache, HolisticSettings(min_detection_confidence=0.3), readonly=True)
+    store = LandmarkCache(cache, other, readonly=True)
     with store.session():
         assert store.failures() == {}  # not "failed before" for the next job
-    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2, "--min-detection-confidence", 0.3)
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2,
+                     env=dict(os.environ, **{FAKE_DELAY_ENV: str(other.delay)}))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert read_json(cache / "summary.json")["counts"]["extracted"] == 21
 
@@ -209,9 +211,11 @@ def test_ctrl_c_during_start_up_exits_130_quietly(demo_dir, tmp_path):
     assert "Rerun the same command" in err
 
 
+@pytest.mark.mediapipe
 def test_extraction_settings_flags_warm_and_check_a_cache_of_those_settings(demo_dir, tmp_path):
     cache, flags = tmp_path / "cache", ("--min-detection-confidence", "0.7", "--static-image-mode")
-    done = run_warm("--root", demo_dir, "--cache", cache, "--release", "si5", "--split", "test", "--workers", 1, *flags)
+    done = run_warm("--root", demo_dir, "--cache", cache, "--release", "si5", "--split", "test", "--workers", 1,
+                    *flags, real=True)
     assert done.returncode == 0, done.stderr[-3000:]
     settings = read_json(cache / "summary.json")["settings"]
     assert settings["min_detection_confidence"] == 0.7 and settings["static_image_mode"] is True

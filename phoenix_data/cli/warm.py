@@ -146,10 +146,14 @@ def _warm_advice(outcome: "WarmOutcome", demo_root: Optional[Path], flags: str) 
 
 
 def _check_report_dir(reports: Path) -> None:
-    """Fail before any work when the reports cannot be written, not after hours of extraction."""
-    reports.mkdir(parents=True, exist_ok=True)
-    if not os.access(reports, os.W_OK):
-        raise OSError(f"report folder {reports} is not writable; pass --report-dir DIR.")
+    """Fail before any work (and before --overwrite discards anything) when the reports cannot be
+    written, not after hours of extraction. Creates nothing: a bad --root must leave no folder behind."""
+    existing = reports
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise OSError(f"report folder {reports} is not writable ({existing} is not a writable folder); "
+                      "pass --report-dir DIR.")
 
 
 def _warm(argv: Optional[Sequence[str]], spec: Optional["ExtractorSpec"]) -> int:

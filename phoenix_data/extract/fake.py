@@ -23,6 +23,10 @@ from ..record import NUM_POINTS, PARTS, SCHEMA_VERSION, LandmarkRecord, part_sli
 # The fake's one part that comes and goes: the right hand is "found" where the frame's mean red
 # value is above this (a frame turned dark loses it, as a hand out of view would).
 HAND_THRESHOLD = 64
+# Faults on demand, for tests of what survives them: a frame filled with one of these RGB colours makes
+# the extracting process abort (as MediaPipe's graph aborts on some frames) or hang.
+CRASH_COLOUR = (255, 0, 255)
+HANG_COLOUR = (0, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class FakeExtractor:
         start, rows, size = time.perf_counter(), [], None
         for frame in frames:
             size = frame.shape[:2]
+            _fault_on_demand(frame)
             rows.append(fake_points(frame))
             time.sleep(self.settings.delay)
         if size is None:
@@ -85,6 +90,21 @@ class FakeExtractor:
 
     def close(self) -> None:
         """Nothing to free."""
+
+
+def _fault_on_demand(frame: np.ndarray) -> None:
+    corner = tuple(int(v) for v in frame[0, 0])
+    if corner not in (CRASH_COLOUR, HANG_COLOUR) or not np.all(frame == frame[0, 0]):
+        return
+    if corner == CRASH_COLOUR:
+        os.abort()
+    while True:  # hung: only a kill ends it
+        time.sleep(60)
+
+
+def fault_frame(colour: tuple, height: int = 260, width: int = 210) -> np.ndarray:
+    """A frame that makes the fake abort (``CRASH_COLOUR``) or hang (``HANG_COLOUR``): uint8 RGB [H, W, 3]."""
+    return np.full((height, width, 3), colour, np.uint8)
 
 
 def fake_points(frame: np.ndarray) -> np.ndarray:
