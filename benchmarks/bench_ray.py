@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import threading
@@ -30,6 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 DEFAULT_WORK = Path("/tmp/phoenix_bench_ray")
+# Every node on the loopback address: Ray's single-machine mode, set before Ray is imported (see
+# tests/test_warm_ray.py); the child processes inherit it.
+LOOPBACK = "127.0.0.1"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 OBJECT_STORE_BYTES = 80 << 20
 
 
@@ -37,28 +42,30 @@ def child_warm(root: Path, work: Path, mode: str) -> dict:
     """One warm-up of the tree: ``local``, ``ray`` (default local cluster), ``ray-1node``, ``ray-2nodes``."""
     import logging
 
+    from phoenix_data import HolisticSettings
     from phoenix_data.warm import WarmOptions, warm
 
     logging.basicConfig(level=logging.WARNING)
     cache = work / f"cache-{mode}"
     shutil.rmtree(cache, ignore_errors=True)
-    options = WarmOptions(root=root, cache=cache, split=C.SPLIT, heartbeat=600)
+    options = WarmOptions(root=root, cache=cache, settings=HolisticSettings(), split=C.SPLIT, heartbeat=600)
     if mode == "local":
         outcome = warm(options)
-        return _result(mode, outcome.summary)
+        return _result(mode, outcome.summary.to_json())
     import ray
 
     from phoenix_data.warm.ray import warm_on_ray
 
     if mode == "ray":
         outcome = warm_on_ray(options)
-        return _result(mode, outcome.summary)
+        return _result(mode, outcome.summary.to_json())
     from ray.cluster_utils import Cluster
 
     nodes = 2 if mode == "ray-2nodes" else 1
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES,
+                                                            "node_ip_address": LOOPBACK})
     for _ in range(nodes - 1):
-        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES, node_ip_address=LOOPBACK)
     try:
         outcome = warm_on_ray(options, address=cluster.address, actors=nodes)
     finally:
@@ -110,12 +117,12 @@ def child_driver_rss(work: Path, samples: int, frames: int) -> dict:
                           settings=FakeExtractorSettings())
     outcome = warm_on_ray(options)
     done.set()
-    counts = outcome.summary["counts"]
+    counts = outcome.summary.to_json()["counts"]
     shutil.rmtree(work / "cache-large", ignore_errors=True)
     rss = [r for _, r in trace]
     quarter = [rss[min(len(rss) - 1, int(len(rss) * q))] for q in (0.25, 0.5, 0.75)] + [rss[-1]]
     return {"samples": samples, "frames_per_sample": frames, "extracted": counts["extracted"],
-            "wall_s": outcome.summary["wall_seconds"], "rss_quartiles_mb": [round(x, 1) for x in quarter],
+            "wall_s": outcome.summary.wall_seconds, "rss_quartiles_mb": [round(x, 1) for x in quarter],
             "peak_rss_mb": round(max(rss), 1), "vmhwm_mb": round(C.proc_status_mb()["VmHWM"], 1)}
 
 

@@ -27,6 +27,11 @@ from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.warm import WarmOptions, warm
 
+# Ray binds this machine's interface address even when told 127.0.0.1 ("localhost" is resolved to a
+# reachable address) unless its single-machine mode is on: then nodes, driver and actors all use the
+# loopback address. Set before Ray is imported (it reads it once); subprocesses inherit it.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 try:
     import ray
 except ImportError:  # the test extra installs it; with CI set, a missing Ray fails here instead of skipping
@@ -42,19 +47,29 @@ OBJECT_STORE_BYTES = 80 << 20
 # A fake that takes ~20 ms a frame: a run of the demo tree (231 frames, 2 actors) lasts a few
 # seconds, long enough to kill an actor or interrupt the driver in the middle of it.
 SLOW_FAKE = FakeExtractorSettings(delay=0.02)
+# Every node of the test cluster, and so all its traffic, on this machine's loopback interface.
+LOOPBACK = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head node and a second node, one CPU each, and this process connected as the driver."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES})
-    cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES,
+                                                            "node_ip_address": LOOPBACK})
+    cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES, node_ip_address=LOOPBACK)
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
     try:
         yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_the_cluster_keeps_to_the_loopback_address(cluster):
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    assert len(nodes) == 2
+    assert {node["NodeManagerAddress"] for node in nodes} == {LOOPBACK}
+    assert cluster.address.split(":")[0] == LOOPBACK
 
 
 def demo_keys(root: Path) -> list:
@@ -77,13 +92,13 @@ def test_two_nodes_warm_the_demo_tree_completely(cluster, demo_dir, tmp_path):
                           actors=2)
     assert outcome.exit_status == EXIT_OK, outcome.summary
     keys = demo_keys(demo_dir)
-    assert outcome.summary["counts"] == {"total": len(keys), "extracted": len(keys), "cached": 0, "failed": 0,
+    assert outcome.summary.to_json()["counts"] == {"total": len(keys), "extracted": len(keys), "cached": 0, "failed": 0,
                                          "remaining": 0}
-    nodes = outcome.summary["ray"]["nodes"]
+    nodes = outcome.summary.to_json()["ray"]["nodes"]
     assert len(nodes) == 2, f"samples ran on {list(nodes)}, not on both nodes"
     assert sum(n["samples"] for n in nodes.values()) == len(keys)
     assert all(n["frames_per_s"] > 0 and n["peak_rss_mb_per_actor"] for n in nodes.values())
-    assert sorted(outcome.summary["ray"]["sample_nodes"]) == sorted(keys)
+    assert sorted(outcome.summary.to_json()["ray"]["sample_nodes"]) == sorted(keys)
     assert read_json(outcome.summary_path)["ray"]["nodes"] == nodes
     assert len(metrics_rows(outcome.metrics_path.parent)) == len(keys)
     decoded(tmp_path / "cache", FakeExtractorSettings(), keys)
@@ -93,7 +108,7 @@ def test_two_nodes_warm_the_demo_tree_completely(cluster, demo_dir, tmp_path):
 def test_mediapipe_on_two_nodes_equals_a_local_warm_up(cluster, demo_dir, tmp_path):
     """Real MediaPipe in the actors; the same samples warmed locally (a subprocess, one worker)."""
     scope = ("--release", "multisigner", "--split", "dev")
-    local = run_warm("--root", demo_dir, "--cache", tmp_path / "local", "--workers", 1, *scope)
+    local = run_warm("--root", demo_dir, "--cache", tmp_path / "local", "--workers", 1, *scope, real=True)
     assert local.returncode == 0, local.stderr
     args = ["--root", str(demo_dir), "--cache", str(tmp_path / "ray"), *scope, "--workers", "2", "--ray",
             cluster.address]
@@ -129,8 +144,8 @@ def test_an_actor_killed_mid_run_leaves_every_sample_done(cluster, demo_dir, tmp
     assert killed, "no sample finished: the actor was never killed"
     keys = demo_keys(demo_dir)
     assert outcome.exit_status == EXIT_OK, outcome.summary
-    assert outcome.summary["ray"]["actor_deaths"] == 1
-    assert outcome.summary["counts"]["extracted"] == len(keys)
+    assert outcome.summary.to_json()["ray"]["actor_deaths"] == 1
+    assert outcome.summary.to_json()["counts"]["extracted"] == len(keys)
     assert len({row["worker_pid"] for row in metrics_rows(cache)} - {str(p) for p in killed}) == 1
     for key, record in decoded(cache, SLOW_FAKE, keys).items():
         assert record.num_frames > 0, key
@@ -153,7 +168,7 @@ def test_no_actor_left_exits_3_saying_rerun(cluster, demo_dir, tmp_path):
     outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=1)
     killer.join()
     assert outcome.exit_status == EXIT_ABORTED, outcome.summary
-    assert "rerun" in outcome.summary["aborted"] and outcome.summary["counts"]["remaining"] > 0
+    assert "rerun" in outcome.summary.to_json()["aborted"] and outcome.summary.to_json()["counts"]["remaining"] > 0
     done = [k for k in demo_keys(demo_dir) if k in {f"{r['release']}/{r['split']}/{r['id']}" for r in
                                                     metrics_rows(cache)}]
     decoded(cache, SLOW_FAKE, done)
@@ -197,8 +212,8 @@ def test_ctrl_c_exits_130_and_a_rerun_completes(cluster, demo_dir, tmp_path):
     done = summary["counts"]["extracted"]
     rerun = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=SLOW_FAKE), actors=2)
     assert rerun.exit_status == EXIT_OK
-    assert rerun.summary["counts"]["cached"] == done
-    assert rerun.summary["counts"]["extracted"] == len(keys) - done
+    assert rerun.summary.to_json()["counts"]["cached"] == done
+    assert rerun.summary.to_json()["counts"]["extracted"] == len(keys) - done
     decoded(cache, SLOW_FAKE, keys)
 
 
@@ -211,9 +226,9 @@ def test_resume_after_a_partial_local_warm_up_extracts_only_what_is_missing(clus
     outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=settings), actors=2)
     keys = demo_keys(demo_dir)
     assert outcome.exit_status == EXIT_OK
-    assert outcome.summary["counts"]["cached"] == local.summary["counts"]["extracted"]
-    assert outcome.summary["sent_to_workers"] == len(keys) - local.summary["counts"]["extracted"]
-    sent = set(outcome.summary["ray"]["sample_nodes"])
+    assert outcome.summary.to_json()["counts"]["cached"] == local.summary.to_json()["counts"]["extracted"]
+    assert outcome.summary.to_json()["sent_to_workers"] == len(keys) - local.summary.to_json()["counts"]["extracted"]
+    sent = set(outcome.summary.to_json()["ray"]["sample_nodes"])
     assert not sent & {k for k in keys if k.startswith(MULTI + "/")}, "cached samples were extracted again"
     decoded(cache, settings, keys)
 
