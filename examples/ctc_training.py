@@ -20,8 +20,16 @@ import torch
 from ctc_model import CtcRecognizer, greedy_decode
 from torch.utils.data import DataLoader
 
-from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, Vocabulary, collate_ctc, read_corpus
+from phoenix_data import (
+    HolisticSettings,
+    LengthBucketBatchSampler,
+    PhoenixLandmarks,
+    Vocabulary,
+    collate_ctc,
+    read_corpus,
+)
 from phoenix_data.evaluation import WerResult, rules_for_release, score
+from phoenix_data.extract import ExtractorSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class TrainOptions:
     resume: bool = False
     eval_train: bool = False  # also score the train split (eval mode) after each epoch
     stop_at_train_wer_zero: bool = False  # the demo's memorisation check
+    settings: Optional[ExtractorSpec] = None  # what the cache holds; None: MediaPipe Holistic's defaults
 
 
 @dataclass
@@ -102,24 +111,28 @@ def demo_options(demo_dir: Path, out_dir: Optional[Path] = None, **overrides) ->
     return dataclasses.replace(options, **overrides)
 
 
-def prepare_demo(demo_dir: Path, workers: int = 2) -> None:
+def prepare_demo(demo_dir: Path, workers: int = 2, settings: Optional[ExtractorSpec] = None) -> None:
     """Build the demo tree under ``demo_dir`` and warm its 2014 multisigner cache (``demo_dir/cache``)."""
-    from phoenix_data import HolisticSettings  # noqa: PLC0415 - only for --demo
-    from phoenix_data.demo import build_demo  # noqa: PLC0415
+    from phoenix_data.demo import build_demo  # noqa: PLC0415 - only for --demo
     from phoenix_data.warm import WarmOptions, warm  # noqa: PLC0415
 
     roots = build_demo(demo_dir)
-    outcome = warm(WarmOptions(root=roots[DEMO_RELEASE], cache=Path(demo_dir) / "cache", settings=HolisticSettings(),
+    outcome = warm(WarmOptions(root=roots[DEMO_RELEASE], cache=Path(demo_dir) / "cache", settings=_spec(settings),
                                workers=workers, progress_bar=False, heartbeat=0))
     if outcome.failed:
         raise RuntimeError(f"warming the demo cache failed for {len(outcome.failed)} samples: {outcome.failed[:2]}")
+
+
+def _spec(settings: Optional[ExtractorSpec]) -> ExtractorSpec:
+    return settings if settings is not None else HolisticSettings()
 
 
 def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[PhoenixLandmarks, DataLoader, Optional[DataLoader],
                                                                   DataLoader, LengthBucketBatchSampler]:
     """The train set, and the loaders over it (batches by length; in order, to evaluate) and over dev."""
     def dataset(split: str) -> PhoenixLandmarks:
-        return PhoenixLandmarks(options.root, split, cache=options.cache, release=options.release, vocab=vocab)
+        return PhoenixLandmarks(options.root, split, cache=options.cache, release=options.release, vocab=vocab,
+                                settings=_spec(options.settings))
 
     # Own generators: a loader draws its workers' base seed when its iterator is made, which on a
     # resumed run happens at another epoch; from the global RNG that would shift every dropout mask.

@@ -93,7 +93,7 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
 # The fake extractor's delay per frame in commands the tests run (a real sample takes ~0.1 s a frame);
 # part of the fake's fingerprint, so every run on one cache must use the same.
 FAKE_DELAY_ENV = "PHOENIX_TEST_FAKE_DELAY"
-FAKE_DELAY = 0.05
+FAKE_DELAY = 0.02
 # ``phoenix-warm-cache`` driven with the fake extractor as its spec: the same arguments, reports, exit
 # statuses and signals as the console script, no MediaPipe.
 FAKE_WARM = [sys.executable, "-c",

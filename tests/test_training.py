@@ -9,12 +9,17 @@ import torch
 from ctc_model import LEFT_SHOULDER, RIGHT_SHOULDER, greedy_decode, normalize_landmarks
 from ctc_training import LOG_CSV, demo_options, prepare_demo, train
 
+from phoenix_data.extract.fake import FakeExtractorSettings
+
+FAKE = FakeExtractorSettings()
+
 
 @pytest.fixture(scope="session")
 def warmed_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo tree with its 2014 multisigner cache warmed (real MediaPipe, in DataLoader workers)."""
+    """The demo tree with its 2014 multisigner cache warmed by the fake extractor, in DataLoader workers:
+    the loop's logic does not depend on the estimator (the fake's landmarks differ frame by frame)."""
     demo_dir = tmp_path_factory.mktemp("train-demo")
-    prepare_demo(demo_dir, workers=2)
+    prepare_demo(demo_dir, workers=2, settings=FAKE)
     return demo_dir
 
 
@@ -47,7 +52,7 @@ def test_normalisation_centres_on_the_shoulders_and_keeps_missing_points_missing
 
 
 def test_demo_memorises_its_train_split(warmed_demo, tmp_path):
-    options = demo_options(warmed_demo, out_dir=tmp_path / "run", num_workers=2)
+    options = demo_options(warmed_demo, out_dir=tmp_path / "run", num_workers=2, settings=FAKE)
     history = train(options)
     assert history[-1].train_wer == 0, f"train WER {history[-1].train_wer} after {len(history)} epochs"
     assert len(history) < options.epochs and history[0].train_wer > 0.5
@@ -61,6 +66,7 @@ def test_demo_memorises_its_train_split(warmed_demo, tmp_path):
 def test_resume_gives_the_uninterrupted_run(warmed_demo, tmp_path):
     def run(out: str, epochs: int, resume: bool = False):
         options = demo_options(warmed_demo, out_dir=tmp_path / out, epochs=epochs, resume=resume, num_workers=2,
+                               settings=FAKE,
                                dropout=0.3, stop_at_train_wer_zero=False)  # dropout: RNG use is resumed too
         return train(options)
 
@@ -73,4 +79,4 @@ def test_resume_gives_the_uninterrupted_run(warmed_demo, tmp_path):
     b = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match=r"other settings \(hidden, dropout differ\)"):
-        train(demo_options(warmed_demo, out_dir=tmp_path / "parts", epochs=5, resume=True, hidden=32))
+        train(demo_options(warmed_demo, out_dir=tmp_path / "parts", epochs=5, resume=True, hidden=32, settings=FAKE))
