@@ -227,7 +227,12 @@ def decode_record(data: Bytes, key: str, float16: bool = False,
     visibility is in [0, 1] by its uint8 encoding). ``float16=True`` leaves the landmarks as stored,
     for a caller that converts them faster (torch's ``Tensor.float()`` is ~10x quicker than numpy's
     ``astype`` here). Returns landmarks [T, N, 3], confidence float32 [T, N].
+
+    ``data`` is copied first and everything is checked and decoded from that copy: a buffer of LMDB's
+    map (a ``buffers=True`` read) can change under a reader that holds no lock, between a check and a
+    later copy. Whatever this returns has been checked byte for byte.
     """
+    data = bytearray(data)  # our own bytes (writable: the arrays below are views of it, not copies)
     header = decode_header(data, key, num_points)
     view = memoryview(data)
     payload = view[header.size:]
@@ -237,8 +242,8 @@ def decode_record(data: Bytes, key: str, float16: bool = False,
         raise _fail(key, "fails its checksum: damaged")
     arrays = _split_payload(payload, header)
     _check_values(arrays, key)
-    landmarks = arrays["landmarks"]
-    landmarks = landmarks.copy() if float16 else landmarks.astype(np.float32)  # no view of LMDB's map
+    landmarks = arrays["landmarks"]  # a view of the checked copy
+    landmarks = landmarks if float16 else landmarks.astype(np.float32)
     confidence = np.empty((header.frames, header.points), np.float32)
     slices = part_slices(header.points)
     for index, part in enumerate(PARTS):

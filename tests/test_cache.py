@@ -277,3 +277,39 @@ def test_cannot_open_names_the_path_once(tmp_path):
         LandmarkCache(tmp_path / "c", SETTINGS)
     assert str(caught.value).count(str(tmp_path / "c")) == 1, caught.value
     assert "File is not an LMDB file" in str(caught.value)
+
+
+def test_without_posix_fallocate_the_lock_file_still_gets_its_blocks(tmp_path, monkeypatch):
+    """macOS has no os.posix_fallocate: the cache must still open, write and read there."""
+    from phoenix_data.cache import lmdb_env
+
+    monkeypatch.delattr(os, "posix_fallocate")
+    cache = LandmarkCache(tmp_path / "c", SETTINGS)
+    cache.put("r/train/a", fake_record(3))
+    assert cache.get("r/train/a").num_frames == 3
+    cache.close()
+    lock = os.stat(tmp_path / "c" / "lock.mdb")
+    assert lock.st_size >= lmdb_env.LOCK_FILE_BYTES and lock.st_blocks * 512 >= lmdb_env.LOCK_FILE_BYTES
+
+
+def test_allocate_without_posix_fallocate_leaves_existing_bytes_alone(tmp_path, monkeypatch):
+    from phoenix_data.cache.lmdb_env import allocate
+
+    monkeypatch.delattr(os, "posix_fallocate")
+    path = tmp_path / "f"
+    path.write_bytes(b"live lock table")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        allocate(fd, 200_000)
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data[:15] == b"live lock table" and len(data) == 200_000 and not any(data[15:])
+
+
+def test_on_windows_the_cache_says_why_it_cannot_run():
+    from phoenix_data.cache import require_posix
+
+    with pytest.raises(ImportError, match=r"POSIX system \(Linux or macOS\).*WSL2"):
+        require_posix("win32")
+    require_posix("darwin")  # macOS is POSIX

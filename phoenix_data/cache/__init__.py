@@ -6,8 +6,22 @@
 - ``fill``: put one sample's record (the step the Dataset and the warm-up share);
 - ``audit``: which records are damaged or no longer match their frames (``--verify``, ``--repair``).
 """
-from .lmdb_env import CacheSpaceError
-from .store import (
+import sys
+
+
+def require_posix(platform: str = sys.platform) -> None:
+    """The cache needs POSIX file locks (fcntl: per-sample claims, LMDB's lock file) and resource limits:
+    Linux and macOS have them, Windows does not."""
+    if platform.startswith("win"):
+        raise ImportError("phoenix_data's landmark cache needs a POSIX system (Linux or macOS): it shares "
+                          "work between processes with POSIX file locks (fcntl), which Windows lacks. On "
+                          "Windows, run phoenix_data under WSL2.")
+
+
+require_posix()
+
+from .lmdb_env import CacheSpaceError  # noqa: E402 - after the platform check: it imports fcntl
+from .store import (  # noqa: E402
     DEFAULT_MAP_SIZE,
     MAX_KEY_BYTES,
     CacheError,

@@ -8,9 +8,11 @@ and a process touching a memory-mapped page a full disk cannot back dies of SIGB
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -73,9 +75,13 @@ def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
     # A reader takes part in LMDB's locking (so a writer never reuses pages it reads) wherever the
     # writer's lock file is there to use; a finished cache shipped without one, or on a read-only
     # disk, is read without locks: no writer can be at work there.
+    return lmdb.open(str(path), readonly=True, lock=_can_lock(path), max_dbs=len(TABLES))
+
+
+def _can_lock(path: Path) -> bool:
+    """Whether a reader of ``path`` can take part in LMDB's locking (its lock file is there, writable)."""
     lock_file = path / "lock.mdb"
-    locked = lock_file.is_file() and os.access(lock_file, os.W_OK)
-    return lmdb.open(str(path), readonly=True, lock=locked, max_dbs=len(TABLES))
+    return lock_file.is_file() and os.access(lock_file, os.W_OK)
 
 
 class _Handle:
@@ -94,6 +100,9 @@ class _Handle:
             raise CacheError(f"cannot open the cache {path}: {lmdb_reason(exc)}.{hint}") from None
         self.dbs: Dict[bytes, object] = {}
         self.readonly = readonly
+        # No lock: a writer that arrives later (a copy without lock.mdb on a writable disk) may reuse
+        # the pages this reader is reading. Reads copy, check, and retry once (LandmarkCache.get).
+        self.lock_free = readonly and not self.env.flags().get("lock", True)
         self.inode = inode(path / "data.mdb")
 
     def db(self, name: bytes):
@@ -146,13 +155,37 @@ def _preallocate(lock_file: Path) -> None:
     except OSError:
         return
     try:
-        os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, LOCK_FILE_BYTES))
+        allocate(fd, max(os.fstat(fd).st_size, LOCK_FILE_BYTES))
     except OSError as exc:
         raise CacheSpaceError(f"no space left on {_mount_point(lock_file)} for the cache's lock file "
                               f"{lock_file} ({exc.strerror}). Free some space there, or pass another "
                               "--cache on a disk with room.") from None
     finally:
         os.close(fd)
+
+
+def allocate(fd: int, size: int) -> None:
+    """Give the file ``fd`` real blocks up to ``size`` bytes without changing a byte it holds; OSError
+    (ENOSPC) when the disk cannot. posix_fallocate where there is one (Linux); macOS has none:
+    fcntl's F_PREALLOCATE there, then the size set; elsewhere zeros written past the end."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+        return
+    current = os.fstat(fd).st_size
+    if hasattr(fcntl, "F_PREALLOCATE"):  # macOS: struct fstore_t {flags, posmode, offset, length, bytesalloc}
+        store = struct.pack("IiqqQ", _F_ALLOCATEALL, _F_PEOFPOSMODE, 0, size, 0)
+        fcntl.fcntl(fd, fcntl.F_PREALLOCATE, store)
+        if current < size:
+            os.ftruncate(fd, size)
+        return
+    zeros = bytes(65536)
+    for offset in range(current, size, len(zeros)):  # past the end only: a live lock table is left alone
+        os.pwrite(fd, zeros[:size - offset], offset)
+
+
+# macOS <sys/fcntl.h>: allocate all or nothing, from the end of the file
+_F_ALLOCATEALL = 0x4
+_F_PEOFPOSMODE = 3
 
 
 def follow_growth(env: lmdb.Environment, start):

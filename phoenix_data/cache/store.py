@@ -220,8 +220,20 @@ class LandmarkCache:
 
         ``float16``: landmarks as stored (see ``decode_record``).
         """
+        try:
+            return self._get(key, float16)
+        except CacheRecordError:
+            if not process_handle(self.path, self.readonly, self.map_size).lock_free:
+                raise
+            # A reader without LMDB's lock can meet pages a writer was reusing: a fresh transaction
+            # sees the committed record; a record still refused then is damaged.
+            log.debug("cache %s: %r failed its checks in a lock-free read; reading it again", self.path, key)
+            return self._get(key, float16)
+
+    def _get(self, key: str, float16: bool) -> Optional[LandmarkRecord]:
         with self._reading(b"samples", buffers=True) as txn:
             data = txn.get(db_key(key))
+            # decode_record copies the bytes out of the map before it checks them
             return None if data is None else decode_record(data, key, float16, self.settings.num_points)
 
     def num_frames(self, key: str) -> Optional[int]:
