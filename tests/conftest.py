@@ -178,6 +178,19 @@ MEDIAPIPE_FIXTURES = {"holistic_settings", "real_demo_cache", "real_warm_run"}
 NO_MEDIAPIPE_DIR = Path(__file__).resolve().parent / "no_mediapipe"
 
 
+# PHOENIX_TEST_START_METHOD=spawn runs the whole suite with another default start method: spawn is
+# macOS's default, so this is how macOS's process start is exercised on Linux.
+START_METHOD_ENV = "PHOENIX_TEST_START_METHOD"
+
+
+def pytest_configure(config):
+    method = os.environ.get(START_METHOD_ENV)
+    if method:
+        import multiprocessing
+
+        multiprocessing.set_start_method(method, force=True)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if MEDIAPIPE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("in_child"):

@@ -34,14 +34,14 @@ from helpers import ci_is_set
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract.mediapipe import bundle as model_bundle
 from phoenix_data.extract.mediapipe import tflite_edit
-from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.runtime import LEGACY_MEDIAPIPE, mediapipe_version
 from phoenix_data.extract.mediapipe.settings import HolisticSettings, default_backend
 from phoenix_data.record import LandmarkRecord
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.mediapipe, pytest.mark.skipif(
     default_backend() != "tasks",
     reason=f"the Python 3.13+ leg (.ci/py313), for mediapipe 1.x; this is mediapipe {mediapipe_version()}, "
-           "where tests/test_tasks_backend.py covers the tasks backend")
+           "where tests/test_tasks_backend.py covers the tasks backend")]
 
 REFERENCE_ENV = "PHOENIX_REFERENCE_PYTHON"
 HANDS = Path(__file__).resolve().parent / "fixtures" / "hands"
@@ -113,7 +113,7 @@ def extracted(built) -> Dict[Tuple[str, str], LandmarkRecord]:
 def test_phoenix_models_builds_the_bundle_from_the_wheel_on_pypi(built, models_dir, tmp_path):
     assert model_bundle.installed_legacy_modules() is None  # mediapipe 1.x: no model in the package
     assert built.returncode == 0, built.stderr
-    assert f"from wheel mediapipe-{model_bundle.LEGACY_VERSION}-" in built.stdout, built.stdout
+    assert f"from wheel mediapipe-{LEGACY_MEDIAPIPE}-" in built.stdout, built.stdout
     bundle = models_dir / model_bundle.BUNDLE_NAME
     with zipfile.ZipFile(bundle) as zf:
         assert sorted(zf.namelist()) == sorted(model_bundle.BUNDLE_MODELS)
@@ -124,7 +124,7 @@ def test_phoenix_models_builds_the_bundle_from_the_wheel_on_pypi(built, models_d
     shown = phoenix_models("show")
     assert shown.returncode == 0 and "(checked)" in shown.stdout and "468" in shown.stdout, shown
     # the wheel is kept: a rebuild from it downloads nothing and gives the same bytes
-    wheel, = (models_dir / "wheels").glob(f"mediapipe-{model_bundle.LEGACY_VERSION}-*.whl")
+    wheel, = (models_dir / "wheels").glob(f"mediapipe-{LEGACY_MEDIAPIPE}-*.whl")
     again = model_bundle.build_bundle(tmp_path / "again.task", source=wheel)
     assert (tmp_path / "again.task").read_bytes() == bundle.read_bytes()
     assert again.sha256 == json.loads(model_bundle.manifest_path(bundle).read_text())["sha256"]
@@ -200,7 +200,7 @@ import numpy as np
 from phoenix_data.extract import get_extractor
 from phoenix_data.frames import list_frames, read_frames_rgb
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
-from phoenix_data.extract.mediapipe.runtime import mediapipe_version
+from phoenix_data.extract.mediapipe.runtime import LEGACY_MEDIAPIPE, mediapipe_version
 from phoenix_data.extract.mediapipe.bundle import build_bundle
 
 out, clips = sys.argv[1], json.loads(sys.argv[2])
