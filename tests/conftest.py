@@ -174,7 +174,7 @@ def _no_holistic_in_the_test_process(request):
 # The marker follows the fixture: a test that takes one of these runs real MediaPipe and is marked
 # ``mediapipe`` for it; any other test that does is marked by hand. An unmarked test runs with MediaPipe
 # made unimportable (``_no_mediapipe_unless_marked``): if it reaches MediaPipe, it fails.
-MEDIAPIPE_FIXTURES = {"holistic_settings", "real_demo_cache", "real_warm_run"}
+MEDIAPIPE_FIXTURES = {"holistic_settings", "real_demo_cache", "real_warm_run", "docs_data"}
 NO_MEDIAPIPE_DIR = Path(__file__).resolve().parent / "no_mediapipe"
 
 

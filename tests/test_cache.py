@@ -182,7 +182,7 @@ def test_a_write_after_another_process_changed_the_settings_raises(tmp_path):
     cache = LandmarkCache(tmp_path / "c", SETTINGS)
     cache.put("a", fake_record(2))
     cache.close()
-    other = HolisticSettings(min_detection_confidence=0.9)
+    other = HolisticSettings(backend="legacy", min_detection_confidence=0.9)
     # another process takes the path over for other settings while this one still holds it
     child = mp.get_context("spawn").Process(target=LandmarkCache, args=(tmp_path / "c", other),
                                             kwargs={"overwrite": True})

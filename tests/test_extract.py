@@ -1,4 +1,8 @@
-"""MediaPipe extraction: layout, RGB input, reset between videos, settings. Real Holistic throughout."""
+"""MediaPipe extraction: layout, RGB input, reset between videos, settings. Real Holistic throughout.
+
+The extractor under test is the installed mediapipe's backend (``get_extractor``, as the package picks
+it); the comparison with plain ``mp.solutions`` is the legacy backend's (tests/test_tasks_backend.py and
+tests/test_py313.py compare the tasks backend with it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import legacy_mediapipe_only
 
-from phoenix_data.extract.mediapipe.legacy import HolisticExtractor
+from phoenix_data.extract import get_extractor
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import FramesError, list_frames, read_frames_rgb
 from phoenix_data.record import NUM_POINTS, PARTS, part_slices
@@ -40,7 +44,7 @@ def xy(landmark_list):
 
 
 def extract_real(frames_dir):
-    return HolisticExtractor(HolisticSettings()).extract(read_frames_rgb(list_frames(frames_dir)))
+    return get_extractor(HolisticSettings()).extract(read_frames_rgb(list_frames(frames_dir)))
 
 
 @pytest.mark.in_child
@@ -63,6 +67,7 @@ def test_real_frames_layout_and_parts(real_frames_dir):
     assert 0.25 < face[..., 0].mean() < 0.75 and 0.05 < face[..., 1].mean() < 0.5
 
 
+@pytest.mark.legacy  # the reference is mp.solutions
 @pytest.mark.in_child
 @pytest.mark.parametrize("to_rgb, should_match", [(True, True), (False, False)])
 def test_matches_plain_mediapipe_on_rgb_and_not_on_bgr(real_frames_dir, to_rgb, should_match):
@@ -83,10 +88,11 @@ def test_reset_between_videos(demo_tree, real_frames_dir):
 
     other = read_corpus(demo_tree["PHOENIX-2014-T"], "dev")[0].frames_dir
     real = list_frames(real_frames_dir)
-    extractor = HolisticExtractor(HolisticSettings())
+    extractor = HolisticSettings().build()  # built here, not get_extractor's: the reference must be fresh
     extractor.extract(read_frames_rgb(list_frames(other)))
     after_other = extractor.extract(read_frames_rgb(real))
-    fresh = HolisticExtractor(HolisticSettings()).extract(read_frames_rgb(real))
+    extractor.close()
+    fresh = HolisticSettings().build().extract(read_frames_rgb(real))
     assert np.abs(after_other.landmarks - fresh.landmarks).max() < 1e-4
 
 
@@ -131,13 +137,18 @@ def test_settings_fingerprint_and_validation():
 @pytest.mark.in_child  # would build a Holistic if the check let it through
 @pytest.mark.parametrize("complexity", [0, 2])
 def test_downloading_complexities_are_refused(complexity):
-    settings = HolisticSettings(model_complexity=complexity)
-    from phoenix_data.extract.mediapipe.runtime import pose_model_path as _pose_model_path
+    from phoenix_data.extract.mediapipe import default_backend
+    from phoenix_data.extract.mediapipe.runtime import pose_model_path
 
-    if _pose_model_path(complexity).is_file():
+    if default_backend() == "tasks":  # refused when the settings are made: the bundle has one pose model
+        with pytest.raises(ValueError, match="full pose model only; use model_complexity=1"):
+            HolisticSettings(model_complexity=complexity)
+        return
+    if pose_model_path(complexity).is_file():
         pytest.skip("this mediapipe install has that model file; nothing would be downloaded")
+    settings = HolisticSettings(model_complexity=complexity)
     with pytest.raises(ValueError, match="would download") as info:
-        HolisticExtractor(settings).extract(iter([np.zeros((260, 210, 3), np.uint8)]))
+        get_extractor(settings).extract(iter([np.zeros((260, 210, 3), np.uint8)]))
     assert "model_complexity=1" in str(info.value)
 
 

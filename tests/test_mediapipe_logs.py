@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Union
 
 import pytest
+from helpers import legacy_mediapipe_only
 
 from phoenix_data.extract.mediapipe.logs import _MARK_ENV, NOISE, VERBOSE_ENV
 
@@ -187,7 +188,7 @@ ERROR_PROBE = """
 """
 
 
-@pytest.mark.mediapipe
+@legacy_mediapipe_only  # the probe drives mp.solutions
 def test_mediapipe_errors_and_native_crashes_still_reach_stderr():
     result = run_python(ERROR_PROBE)
     assert result.returncode == SIGABRT_STATUS, result.stderr

@@ -52,7 +52,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
             raise
         command = "phoenix-warm-cache" if prog == "warm" else f"phoenix-{prog}"
         print(f"{command}: error: this command needs torch, which is not installed: `pip install "
-              "torch==2.13.0` (README, \"Set up\"). Extraction, the cache and phoenix-models work without it.",
+              "torch==2.13.0` (docs/python-versions.md). Extraction, the cache and phoenix-models work "
+              "without it.",
               file=sys.stderr)
         return EXIT_USAGE
     finally:

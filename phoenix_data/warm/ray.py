@@ -154,7 +154,7 @@ class _RayRunner:
                 node = self.where[index]
                 raise RayWarmError(f"Ray node {node['node']} (node id {node['node_id']}) cannot see {path}: "
                                    "every node must see the release at the same path as the driver "
-                                   "(mount or copy it there; see README, 'Many machines').")
+                                   "(mount or copy it there; see docs/ray.md).")
 
     def run(self, metrics) -> RunState:
         if not self.plan.todo:

@@ -242,8 +242,12 @@ def build_bundle(out: Optional[Path] = None, source: Optional[Path] = None) -> B
     return info
 
 
-def inspect_bundle(data: bytes, where: str) -> int:
-    """Check ``data`` is a HolisticLandmarker bundle; its real face points (468 or 478)."""
+def inspect_bundle(data: bytes, where: str, face_points: Optional[int] = None) -> int:
+    """Check ``data`` is a HolisticLandmarker bundle; its real face points (468 or 478).
+
+    ``face_points`` is what the bundle's manifest recorded for these bytes (their SHA-256 checked by the
+    caller): then the face model is not read again, which needs mediapipe's TFLite schema module.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = set(zf.namelist())
@@ -255,6 +259,8 @@ def inspect_bundle(data: bytes, where: str) -> int:
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{where} is not a model bundle (not a zip file: {exc}). "
                           "`phoenix-models build --force` writes a new one.") from exc
+    if face_points in (LEGACY_FACE_POINTS, TASKS_FACE_POINTS):
+        return face_points
     return LEGACY_FACE_POINTS if tflite_edit.is_padded(face) else TASKS_FACE_POINTS
 
 
@@ -307,7 +313,7 @@ def _check(bundle: Path, data: bytes, default: bool) -> BundleInfo:
     if manifest is None and default:
         raise BundleError(f"the model bundle {bundle} has no manifest ({manifest_path(bundle).name}): "
                           "rebuild it with `phoenix-models build --force`.")
-    face_points = inspect_bundle(data, str(bundle))
+    face_points = inspect_bundle(data, str(bundle), manifest.get("face_points") if manifest else None)
     source = manifest.get("source", "?") if manifest else "user bundle"
     info = BundleInfo(bundle, digest, face_points, source)
     _LOADED[_key(bundle)] = info
