@@ -1,7 +1,9 @@
 """A small CTC recogniser over landmarks: per-frame encoder -> 2-layer BiLSTM -> gloss logits.
 
-The example model of ``ctc_training`` (and ``examples/train_ctc.py``), not a tuned one.
-Landmarks are centred on the shoulder midpoint and scaled by the shoulder width, frame by frame.
+The example model of ``ctc_training`` (and ``examples/train_ctc.py``), not a tuned one. It takes
+landmarks as ``phoenix_data.transforms.Normalize`` leaves them (the datasets' transform in
+``ctc_training``): centred on the shoulder midpoint, scaled by the shoulder width, frame by frame;
+points MediaPipe did not find are exactly zero.
 """
 from __future__ import annotations
 
@@ -12,34 +14,7 @@ from torch import nn
 
 from phoenix_data.vocab import BLANK_INDEX
 
-LEFT_SHOULDER = 11  # pose-format / MediaPipe pose indices (pose points come first in a frame)
-RIGHT_SHOULDER = 12
-MIN_SHOULDER_WIDTH = 1e-3  # in image widths; below this the pose is degenerate, treat as missing
 COORDINATES = 2  # x and y; MediaPipe's z is too noisy to help this example
-
-
-def normalize_landmarks(landmarks: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-    """Centre each frame on the shoulder midpoint and divide by the shoulder width.
-
-    landmarks (Tensor[B, T, N, 3]), confidence (Tensor[B, T, N]) -> Tensor[B, T, N, 2] (x, y).
-    A frame without both shoulders (confidence 0) borrows the mean centre and width of the
-    sample's frames that have them (the identity when none has); points with confidence 0 stay 0.
-    """
-    xy = landmarks[..., :COORDINATES]
-    left, right = xy[:, :, LEFT_SHOULDER], xy[:, :, RIGHT_SHOULDER]  # [B, T, 2]
-    centre = (left + right) / 2
-    width = (left - right).norm(dim=-1)  # [B, T]
-    valid = (confidence[:, :, LEFT_SHOULDER] > 0) & (confidence[:, :, RIGHT_SHOULDER] > 0)
-    valid &= width > MIN_SHOULDER_WIDTH
-    weight = valid.float()
-    count = weight.sum(dim=1, keepdim=True)  # [B, 1]
-    mean_centre = (centre * weight[..., None]).sum(dim=1, keepdim=True) / count.clamp(min=1)[..., None]
-    mean_width = (width * weight).sum(dim=1, keepdim=True) / count.clamp(min=1)
-    mean_width = torch.where(count > 0, mean_width, torch.ones_like(mean_width))
-    centre = torch.where(valid[..., None], centre, mean_centre.expand_as(centre))
-    width = torch.where(valid, width, mean_width.expand_as(width))
-    out = (xy - centre[:, :, None]) / width[:, :, None, None]
-    return out * (confidence > 0)[..., None]
 
 
 class CtcRecognizer(nn.Module):
@@ -60,11 +35,10 @@ class CtcRecognizer(nn.Module):
                             dropout=dropout)
         self.classifier = nn.Linear(2 * hidden, vocab_size)
 
-    def forward(self, landmarks: torch.Tensor, confidence: torch.Tensor,
-                lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """landmarks (Tensor[B, T, N, 3]), confidence (Tensor[B, T, N]), lengths (LongTensor[B]) ->
-        log-probabilities (Tensor[T', B, V], as ``nn.CTCLoss`` takes them) and their lengths (LongTensor[B])."""
-        features = normalize_landmarks(landmarks, confidence).flatten(2)  # [B, T, N*2]
+    def forward(self, landmarks: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """landmarks (Tensor[B, T, N, 3], normalised), lengths (LongTensor[B]) -> log-probabilities
+        (Tensor[T', B, V], as ``nn.CTCLoss`` takes them) and their lengths (LongTensor[B])."""
+        features = landmarks[..., :COORDINATES].flatten(2)  # [B, T, N*2]
         if self.frame_repeat > 1:
             features = features.repeat_interleave(self.frame_repeat, dim=1)
             lengths = lengths * self.frame_repeat

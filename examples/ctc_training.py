@@ -30,6 +30,7 @@ from phoenix_data import (
 )
 from phoenix_data.evaluation import WerResult, rules_for_release, score
 from phoenix_data.extract import ExtractorSpec
+from phoenix_data.transforms import Normalize
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[PhoenixLandmarks
     """The train set, and the loaders over it (batches by length; in order, to evaluate) and over dev."""
     def dataset(split: str) -> PhoenixLandmarks:
         return PhoenixLandmarks(options.root, split, cache=options.cache, release=options.release, vocab=vocab,
-                                settings=_spec(options.settings))
+                                settings=_spec(options.settings), transform=Normalize(mode="frame"))
 
     # Own generators: a loader draws its workers' base seed when its iterator is made, which on a
     # resumed run happens at another epoch; from the global RNG that would shift every dropout mask.
@@ -204,7 +205,7 @@ def _train_epoch(run: _Run, epoch: int) -> Tuple[float, float, float, int]:
         waited += time.perf_counter() - before
         if batch is None:
             break
-        log_probs, lengths = run.model(batch["landmarks"].to(run.device), batch["confidence"].to(run.device),
+        log_probs, lengths = run.model(batch["landmarks"].to(run.device),
                                        batch["lengths"].to(run.device))
         loss = ctc(log_probs, batch["targets"].to(run.device), lengths, batch["target_lengths"].to(run.device))
         run.optimizer.zero_grad()
@@ -223,7 +224,7 @@ def decode_split(model: CtcRecognizer, loader: DataLoader, vocab: Vocabulary,
     model.eval()
     hypotheses, references = {}, {}
     for batch in loader:
-        log_probs, lengths = model(batch["landmarks"].to(device), batch["confidence"].to(device),
+        log_probs, lengths = model(batch["landmarks"].to(device),
                                    batch["lengths"].to(device))
         for sample_id, ids, text in zip(batch["id"], greedy_decode(log_probs, lengths), batch["gloss_text"]):
             hypotheses[sample_id] = vocab.decode(ids)

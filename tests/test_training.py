@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ctc_model import LEFT_SHOULDER, RIGHT_SHOULDER, greedy_decode, normalize_landmarks
+from ctc_model import greedy_decode
 from ctc_training import LOG_CSV, demo_options, prepare_demo, train
 
 from phoenix_data.extract.fake import FakeExtractorSettings
@@ -31,24 +31,6 @@ def test_greedy_decoding_on_hand_made_logits():
             log_probs[t, b, c] = 0.0
     assert greedy_decode(log_probs, torch.tensor([8, 3])) == [[1, 1, 2, 3], [3]]
     assert greedy_decode(log_probs, torch.tensor([0, 1])) == [[], []]
-
-
-def test_normalisation_centres_on_the_shoulders_and_keeps_missing_points_missing():
-    landmarks = torch.zeros(1, 2, 543, 3)
-    confidence = torch.ones(1, 2, 543)
-    landmarks[0, :, LEFT_SHOULDER, :2] = torch.tensor([0.6, 0.5])
-    landmarks[0, :, RIGHT_SHOULDER, :2] = torch.tensor([0.4, 0.5])
-    landmarks[0, :, 0, :2] = torch.tensor([0.5, 0.3])  # the nose, one shoulder width above
-    confidence[0, 1, :33] = 0  # frame 1: no pose at all -> frame 0's centre and width
-    landmarks[0, 1, 0, :2] = torch.tensor([0.5, 0.3])
-    confidence[0, 1, 0] = 1  # ...but the nose point itself was found
-    confidence[0, :, 100] = 0  # a face point never found
-    out = normalize_landmarks(landmarks, confidence)
-    assert out.shape == (1, 2, 543, 2)
-    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, -1.0]))
-    assert torch.allclose(out[0, 1, 0], torch.tensor([0.0, -1.0]))
-    assert out[0, :, 100].abs().sum() == 0 and out[0, 1, LEFT_SHOULDER].abs().sum() == 0
-    assert torch.isfinite(normalize_landmarks(landmarks, torch.zeros(1, 2, 543))).all()  # no pose anywhere
 
 
 def test_demo_memorises_its_train_split(warmed_demo, tmp_path):
