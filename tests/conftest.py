@@ -8,6 +8,11 @@ from typing import Callable, Iterable, Optional
 
 import pytest
 
+# The suite runs in two processes on two cores (pyproject: -n 2). torch's default, a thread per core
+# for every op, then makes each op wait for a core the other process holds (measured: a 0.01 s
+# transform test took 10 s). One thread each; subprocesses (the commands under test) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # ---------------------------------------------------------------------------------------------------
 # Corpus fixtures (tests/test_corpus.py)
 #

@@ -15,16 +15,19 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from helpers import MULTI, RUN_TIMEOUT, ci_is_set, metrics_rows, read_json, run_warm
 
 from phoenix_data.cache import LandmarkCache
+from phoenix_data.cache.claims import claim
 from phoenix_data.cli import warm_main
 from phoenix_data.corpus import RELEASES, find_release, read_release_split
 from phoenix_data.exit_codes import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from phoenix_data.extract.fake import FakeExtractorSettings
+from phoenix_data.extract.fake import CRASH_COLOUR, VERSION_ENV, FakeExtractorSettings, fault_frame
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
+from phoenix_data.frames import list_frames
 from phoenix_data.warm import WarmOptions, warm
 
 # Ray binds this machine's interface address even when told 127.0.0.1 ("localhost" is resolved to a
@@ -40,7 +43,7 @@ except ImportError:  # the test extra installs it; with CI set, a missing Ray fa
     pytest.skip("Ray is not installed: pip install -e '.[ray]'", allow_module_level=True)
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from phoenix_data.warm.ray import warm_on_ray  # noqa: E402
+from phoenix_data.warm.ray import RayWarmError, warm_on_ray  # noqa: E402
 
 # Ray's smallest object store; the records pass through it a few at a time.
 OBJECT_STORE_BYTES = 80 << 20
@@ -172,6 +175,92 @@ def test_no_actor_left_exits_3_saying_rerun(cluster, demo_dir, tmp_path):
     done = [k for k in demo_keys(demo_dir) if k in {f"{r['release']}/{r['split']}/{r['id']}" for r in
                                                     metrics_rows(cache)}]
     decoded(cache, SLOW_FAKE, done)
+
+
+def test_a_sample_two_actors_died_on_fails_and_is_not_retried(cluster, demo_dir, tmp_path):
+    """A frame that aborts whichever process extracts it: both actors die on it, it is recorded as failed."""
+    root = tmp_path / "tree"
+    subprocess.run(["cp", "-r", str(demo_dir), str(root)], check=True)
+    crashing = read_release_split(find_release(root, MULTI), "dev")[0]
+    cv2.imwrite(str(list_frames(crashing.frames_dir)[0]), fault_frame(CRASH_COLOUR)[..., ::-1])  # BGR on disk
+    cache, settings = tmp_path / "cache", FakeExtractorSettings()
+    options = WarmOptions(root=root, cache=cache, settings=settings, release=MULTI, split="dev")
+    first = warm_on_ray(options, actors=2).summary.to_json()
+    assert first["ray"]["actor_deaths"] == 2, first
+    store = LandmarkCache(cache, settings, readonly=True)
+    failure = store.failure(crashing.key) or {}
+    assert "2 Ray actors died running this sample" in failure.get("reason", ""), failure
+    assert store.get(crashing.key) is None
+    rerun = warm_on_ray(options, actors=2)  # fresh actors; the failed sample is not retried
+    assert rerun.summary.to_json()["ray"]["actor_deaths"] == 0
+    keys = [s.key for s in read_release_split(find_release(root, MULTI), "dev")]
+    decoded(cache, settings, [k for k in keys if k != crashing.key])
+
+
+def test_a_node_with_another_extractor_identity_stops_the_run_before_any_write(cluster, demo_dir, tmp_path):
+    """A third node whose extractor computes another identity (as another mediapipe release or bundle
+    would): the run stops naming it, before any sample is extracted or written."""
+    os.environ[VERSION_ENV] = "another-release"  # inherited by the node's raylet and its workers only
+    try:
+        odd = cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES, node_ip_address=LOOPBACK)
+    finally:
+        del os.environ[VERSION_ENV]
+    try:
+        cluster.wait_for_nodes()
+        with pytest.raises(RayWarmError) as error:  # three actors of 1 CPU: one on each node
+            warm_on_ray(WarmOptions(root=demo_dir, cache=tmp_path / "cache", settings=FakeExtractorSettings()),
+                        actors=3)
+    finally:
+        cluster.remove_node(odd)
+    message = str(error.value)
+    assert "Ray node" in message and "node id" in message, message
+    assert "version: driver None, node 'another-release'" in message, message
+    assert not metrics_rows(tmp_path / "cache")
+    store = LandmarkCache(tmp_path / "cache", FakeExtractorSettings(), readonly=True)
+    assert all(store.get(key) is None for key in demo_keys(demo_dir))
+
+
+CLAIM_HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from phoenix_data.cache import LandmarkCache
+    from phoenix_data.cache.claims import claim
+    from phoenix_data.extract import extract_frames_dir
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    cache, key, frames = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    with claim(cache, key) as held:
+        assert held
+        print("claimed", flush=True)
+        time.sleep(float(sys.argv[4]))  # a local job extracting the sample meanwhile
+        store = LandmarkCache(cache, FakeExtractorSettings())
+        store.put(key, extract_frames_dir(frames, FakeExtractorSettings(), key))
+        store.close()
+""")
+
+
+def test_a_sample_another_process_is_extracting_is_left_to_it(cluster, demo_dir, tmp_path):
+    """The driver takes the same per-sample claims as local extractors: a sample claimed by another
+    process (a local warm-up or a training run on the same cache) is not extracted by the Ray run."""
+    cache, settings = tmp_path / "cache", FakeExtractorSettings()
+    LandmarkCache(cache, settings).close()
+    sample = read_release_split(find_release(demo_dir, MULTI), "train")[0]
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_HOLDER, str(cache), sample.key, str(sample.frames_dir), "3"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        outcome = warm_on_ray(WarmOptions(root=demo_dir, cache=cache, settings=settings), actors=2)
+    finally:
+        assert holder.wait(timeout=RUN_TIMEOUT) == 0
+    counts, keys = outcome.summary.to_json()["counts"], demo_keys(demo_dir)
+    assert outcome.exit_status == EXIT_OK, counts
+    assert counts["extracted"] == len(keys) - 1 and counts["total"] == len(keys), counts
+    assert sample.key not in outcome.summary.to_json()["ray"]["sample_nodes"]
+    store = LandmarkCache(cache, settings, readonly=True)
+    assert store.extracted_by(sample.key) == holder.pid
+    with claim(cache, sample.key) as held:  # the driver gave back every claim it took
+        assert held
+    decoded(cache, settings, keys)
 
 
 DRIVER = textwrap.dedent("""

@@ -55,15 +55,27 @@ def claim(cache_dir: Path, key: str, wait: float = 0.0) -> Iterator[bool]:
 
     ``wait``: seconds to wait for another process's claim before giving up (0: don't wait).
     """
-    fd, offset = _fd(Path(cache_dir) / CLAIMS_FILE), _offset(key)
     deadline = time.monotonic() + wait
-    held = _try_lock(fd, offset)
+    held = try_claim(cache_dir, key)
     while not held and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
-        held = _try_lock(fd, offset)
+        held = try_claim(cache_dir, key)
     try:
         yield held
     finally:
         if held:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            release(cache_dir, key)
 
+
+def try_claim(cache_dir: Path, key: str) -> bool:
+    """Take the claim on ``key`` now if no other process holds it; ``release`` gives it back.
+
+    For a process that holds claims across calls (the Ray driver, one per sample in flight); a claim
+    this process already holds is granted again (POSIX locks belong to the process).
+    """
+    return _try_lock(_fd(Path(cache_dir) / CLAIMS_FILE), _offset(key))
+
+
+def release(cache_dir: Path, key: str) -> None:
+    """Give back this process's claim on ``key`` (nothing happens if it holds none)."""
+    fcntl.lockf(_fd(Path(cache_dir) / CLAIMS_FILE), fcntl.LOCK_UN, 1, _offset(key))

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import lmdb
 
@@ -370,15 +370,25 @@ def describe_discarded(counts: Dict[str, int]) -> str:
 def _raise_if_differs(path: Path, stored: dict, identity: dict) -> None:
     if stored.get("fingerprint") == identity["fingerprint"]:
         return
-    diffs = []
-    # caches from before backends existed hold legacy records and no "backend" entry
-    for name, default in (("backend", "legacy"), ("mediapipe", None), ("schema", None), ("model_bundle_sha256", None)):
-        if stored.get(name, default) != identity.get(name, default):
-            diffs.append(f"{name}: cache {stored.get(name, default)!r}, now {identity.get(name, default)!r}")
-    old, new = stored.get("settings", {}), identity["settings"]
-    for name in sorted(set(old) | set(new)):
-        if old.get(name) != new.get(name):
-            diffs.append(f"{name}: cache {old.get(name)!r}, now {new.get(name)!r}")
+    diffs = identity_differences(stored, identity)
     raise CacheError(f"cache {path} was built with other extraction settings ({'; '.join(diffs)}). "
                      "Use another cache path for these settings, or pass overwrite=True "
                      "(--overwrite) to discard its records and extract again.")
+
+
+def identity_differences(old: dict, new: dict, labels: Tuple[str, str] = ("cache", "now")) -> List[str]:
+    """What differs between two settings identities (``settings.identity()``), one line per entry."""
+    diffs = []
+    # caches from before backends existed hold legacy records and no "backend" entry
+    for name, default in (("backend", "legacy"), ("mediapipe", None), ("schema", None), ("model_bundle_sha256", None)):
+        if old.get(name, default) != new.get(name, default):
+            diffs.append(f"{name}: {labels[0]} {old.get(name, default)!r}, {labels[1]} {new.get(name, default)!r}")
+    old_settings, new_settings = old.get("settings", {}), new.get("settings", {})
+    for name in sorted(set(old_settings) | set(new_settings)):
+        if old_settings.get(name) != new_settings.get(name):
+            diffs.append(f"{name}: {labels[0]} {old_settings.get(name)!r}, {labels[1]} {new_settings.get(name)!r}")
+    for name in sorted(set(old) | set(new)):  # anything else an extractor puts in its identity
+        if name not in ("backend", "mediapipe", "schema", "model_bundle_sha256", "settings", "fingerprint") \
+                and old.get(name) != new.get(name):
+            diffs.append(f"{name}: {labels[0]} {old.get(name)!r}, {labels[1]} {new.get(name)!r}")
+    return diffs

@@ -27,6 +27,9 @@ HAND_THRESHOLD = 64
 # the extracting process abort (as MediaPipe's graph aborts on some frames) or hang.
 CRASH_COLOUR = (255, 0, 255)
 HANG_COLOUR = (0, 255, 255)
+# A process with this set computes another identity for the same settings, as a machine with another
+# mediapipe release or model bundle would (tests of a cluster whose nodes disagree).
+VERSION_ENV = "PHOENIX_FAKE_EXTRACTOR_VERSION"
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,15 @@ class FakeExtractorSettings:
         return dict(asdict(self), extractor="fake")
 
     def identity(self) -> dict:
-        return {"settings": self.as_dict(), "extractor": "phoenix_data.testing",  # its old module: fingerprints stay
-                "schema": SCHEMA_VERSION}
+        # "phoenix_data.testing": its old module, kept so that fingerprints stay
+        identity = {"settings": self.as_dict(), "extractor": "phoenix_data.testing",
+                    "schema": SCHEMA_VERSION}
+        if os.environ.get(VERSION_ENV):
+            identity["version"] = os.environ[VERSION_ENV]
+        return identity
 
     def versions(self) -> Dict[str, str]:
-        return {}
+        return {"fake": os.environ[VERSION_ENV]} if os.environ.get(VERSION_ENV) else {}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]

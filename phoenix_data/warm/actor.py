@@ -56,6 +56,10 @@ class WarmActor:
         """This actor's node and process, for the reports."""
         return {"node": self.node, "node_id": self.node_id, "pid": os.getpid()}
 
+    def identity(self) -> Dict[str, object]:
+        """The settings' identity as this node computes it (its mediapipe release, its bundle's digest)."""
+        return dict(self.settings.identity(), fingerprint=self.settings.fingerprint())
+
     def missing(self, paths: list) -> Optional[str]:
         """The first of ``paths`` (folders the run reads) this node cannot see, or None."""
         for path in paths:

@@ -6,6 +6,11 @@ local workers. Each actor keeps one extractor; at most ``QUEUED_PER_ACTOR`` samp
 so the driver holds a few encoded records at a time whatever the split's size. The driver checks
 each record's bytes and writes it in one commit (``LandmarkCache.put_encoded``).
 
+Before any sample, each actor reports the settings identity its node computes (mediapipe release,
+model bundle digest); one that differs from the driver's, the cache's, stops the run naming the node.
+The driver takes the same per-sample claims as local extractors (``cache.claims``) for the samples in
+flight, so a local job or a second Ray job on the same cache never extracts a sample twice.
+
 Faults: a sample whose frames or extraction fail is recorded as failed, as locally. An actor that
 dies (its process killed, its node lost) is dropped; the sample it was running and those queued on
 it go to the others; a sample that two actors died on is recorded as failed. No actor left: the run
@@ -29,7 +34,9 @@ from datetime import datetime
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..cache import CacheError, CacheRecordError
+from ..cache.claims import release, try_claim
 from ..cache.fill import Outcome, SampleStatus, cached_frames
+from ..cache.store import identity_differences
 from ..record import decode_record
 from . import WarmOutcome, _finish
 from .actor import ActorResult, WarmActor
@@ -117,6 +124,7 @@ class _RayRunner:
         self.nodes: Dict[int, str] = {}  # task -> node id that extracted it
         self.order = itertools.count()
         self.start_seconds = 0.0  # from the run's start until every actor was up and had checked the frames
+        self.claimed: Dict[int, str] = {}  # task -> key: the claims this driver holds (samples in flight)
 
     def start_actors(self) -> None:
         """Start the actors and check that each node sees the frames; raises RayWarmError."""
@@ -141,6 +149,25 @@ class _RayRunner:
             raise RayWarmError("no Ray actor could start; check `ray status` for free CPUs and that "
                                "phoenix_data is installed on every node.")
         self._check_frames_visible()
+        self._check_identities()
+
+    def _check_identities(self) -> None:
+        """Every node extracts what the cache holds: the same settings identity as the driver's."""
+        settings = self.options.settings
+        expected = dict(settings.identity(), fingerprint=settings.fingerprint())
+        refs = {index: actor.identity.remote() for index, actor in self.actors.items()}
+        for index, ref in refs.items():
+            node = self.where[index]
+            where = f"Ray node {node['node']} (node id {node['node_id']})"
+            try:
+                identity = self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:
+                raise RayWarmError(f"{where} cannot set up the extractor: {exc}") from None
+            if identity.get("fingerprint") != expected["fingerprint"]:
+                differs = "; ".join(identity_differences(expected, identity, ("driver", "node")))
+                raise RayWarmError(f"{where} would extract with another identity than this run's cache ({differs}): "
+                                   "every node needs the same phoenix_data, mediapipe release and model bundle "
+                                   "as the driver. Nothing was written.")
 
     def _check_frames_visible(self) -> None:
         groups: Dict[Tuple[str, str], List[str]] = collections.defaultdict(list)
@@ -174,6 +201,8 @@ class _RayRunner:
             self.progress.close()
             for actor in self.actors.values():
                 self.ray.kill(actor)
+            for task in list(self.claimed):
+                self._release(task)
             self.state.wall_seconds = time.monotonic() - started
             if self.state.aborted:
                 log.error("[warm] run aborted: %s", self.state.aborted)
@@ -186,26 +215,43 @@ class _RayRunner:
                 self.state.aborted = (f"no Ray actor is left ({self.state.crashes} died); rerun to finish "
                                       "(what finished is kept)")
                 return
+            if not self.in_flight:  # every sample left is claimed by another process: come back to them
+                time.sleep(WAIT_SECONDS)
+                continue
             ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_SECONDS)
             for ref in ready:
                 self._collect(ref, pending)
 
     def _submit(self, pending: Deque[int]) -> None:
         load = collections.Counter(actor for actor, _, _ in self.in_flight.values())
-        while pending and self.actors:
-            index = min(self.actors, key=lambda i: load[i])  # the least loaded: samples spread over actors
-            if load[index] >= QUEUED_PER_ACTOR:
-                return
-            actor, task = self.actors[index], pending.popleft()
-            sample = self.plan.samples[task]
-            frames = cached_frames(self.plan.cache, sample.key)
-            if frames is not None:  # written meanwhile (another job on this cache)
-                self._record(TaskResult(task, SampleStatus(sample.key, Outcome.CACHED, frames=frames, pid=0),
-                                        0.0, 0.0))
-                continue
-            ref = actor.extract.remote(task, sample.key, str(sample.frames_dir))
-            self.in_flight[ref] = (index, task, next(self.order))
-            load[index] += 1
+        deferred: List[int] = []  # claimed by another process (a local job on this cache): later
+        try:
+            while pending and self.actors:
+                index = min(self.actors, key=lambda i: load[i])  # the least loaded: samples spread over actors
+                if load[index] >= QUEUED_PER_ACTOR:
+                    return
+                actor, task = self.actors[index], pending.popleft()
+                sample = self.plan.samples[task]
+                if not try_claim(self.plan.cache.path, sample.key):
+                    deferred.append(task)
+                    continue
+                self.claimed[task] = sample.key
+                frames = cached_frames(self.plan.cache, sample.key)
+                if frames is not None:  # written meanwhile (another job on this cache)
+                    self._release(task)
+                    self._record(TaskResult(task, SampleStatus(sample.key, Outcome.CACHED, frames=frames, pid=0),
+                                            0.0, 0.0))
+                    continue
+                ref = actor.extract.remote(task, sample.key, str(sample.frames_dir))
+                self.in_flight[ref] = (index, task, next(self.order))
+                load[index] += 1
+        finally:
+            pending.extend(deferred)
+
+    def _release(self, task: int) -> None:
+        key = self.claimed.pop(task, None)
+        if key is not None:
+            release(self.plan.cache.path, key)
 
     def _collect(self, ref, pending: Deque[int]) -> None:
         index, task, order = self.in_flight.pop(ref)
@@ -239,11 +285,12 @@ class _RayRunner:
         for position, (_, _, task) in enumerate(reversed(held)):
             running = position == len(held) - 1
             self.deaths[task] += running
-            if self.deaths[task] >= MAX_DEATHS_PER_SAMPLE:
+            if self.deaths[task] >= MAX_DEATHS_PER_SAMPLE:  # recorded as failed (its claim released after)
                 key = self.plan.samples[task].key
                 self._store(ActorResult(task, key, None, reason=f"the extractor crashed: {MAX_DEATHS_PER_SAMPLE} "
                                         f"Ray actors died running this sample (last on {node})"))
             else:
+                self._release(task)  # back in the queue: claimed again when it is sent
                 pending.appendleft(task)
 
     def _store(self, result: ActorResult) -> None:
@@ -262,6 +309,8 @@ class _RayRunner:
         except CacheError as exc:
             self.state.aborted, self.state.fatal = str(exc), True
             return
+        finally:
+            self._release(result.task)
         outcome = Outcome.EXTRACTED if result.data is not None else Outcome.FAILED
         status = SampleStatus(key, outcome, frames=result.frames, seconds=result.seconds, pid=result.pid,
                               detection=result.detection, reason=result.reason)
