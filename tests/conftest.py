@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The release layout is spelled out here on purpose instead of being taken from
 # phoenix_data.corpus.RELEASES: a wrong file name in the reader's tables must fail the tests.
 # ---------------------------------------------------------------------------------------------------
+import helpers
 from helpers import CORPUS_FIXTURES_DIR, CORPUS_LAYOUT, REPO_ROOT, ci_is_set, corpus_csv_path  # noqa: F401
 
 
@@ -33,11 +34,7 @@ def write_corpus_csv(tmp_path: Path) -> Callable[..., Path]:
 
     def write(release: str, split: str, rows: Iterable[str], header: Optional[str] = None,
               newline: str = "\n") -> Path:
-        path = corpus_csv_path(tmp_path, release, split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [CORPUS_LAYOUT[release][2] if header is None else header, *rows]
-        path.write_bytes("".join(line + newline for line in lines).encode("utf-8"))
-        return path
+        return helpers.write_corpus_csv(tmp_path, release, split, list(rows), header, newline)
 
     return write
 

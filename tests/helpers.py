@@ -1,6 +1,7 @@
 """Builders and helpers shared by the tests (fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import lmdb
 import numpy as np
@@ -65,6 +66,18 @@ def corpus_csv_path(base: Path, release: str, split: str) -> Path:
     """Where the release keeps the CSV of ``split``, with ``base`` the folder above the archive."""
     name = CORPUS_LAYOUT[release][1].format(split=split)
     return corpus_release_dir(base, release) / "annotations" / "manual" / name
+
+
+def write_corpus_csv(base: Path, release: str, split: str, rows: Sequence[str], header: Optional[str] = None,
+                     newline: str = "\n") -> Path:
+    """The one writer of fake release trees in the tests: one corpus CSV where ``release`` keeps ``split``
+    under ``base`` (no frames). ``rows``: the lines after the header, ``|``-joined already; ``header``
+    None: the release's real one. Returns the CSV's path."""
+    path = corpus_csv_path(base, release, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [CORPUS_LAYOUT[release][2] if header is None else header, *rows]
+    path.write_bytes("".join(line + newline for line in lines).encode("utf-8"))
+    return path
 
 
 
@@ -128,15 +141,42 @@ def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) ->
     return {s.key: len(list_frames(s.frames_dir)) for split in splits for s in read_release_split(rel, split)}
 
 
-def raw_records(cache: Path) -> Dict[str, bytes]:
-    """Every record's bytes as stored, read straight from LMDB (no decoding)."""
-    env = lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
+# Raw LMDB access to a cache (no phoenix_data code in between): to read records as stored and to
+# damage them on purpose. The one place the tests open a cache's LMDB environment themselves.
+@contextlib.contextmanager
+def raw_lmdb(cache: Path, write: bool = False) -> Iterator[lmdb.Environment]:
+    env = lmdb.open(str(cache), max_dbs=3) if write else lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
     try:
-        with env.begin() as txn:
-            db = env.open_db(b"samples", txn=txn, create=False)
-            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=db)}
+        yield env
     finally:
         env.close()
+
+
+def raw_records(cache: Path) -> Dict[str, bytes]:
+    """Every record's bytes as stored (no decoding)."""
+    with raw_lmdb(cache) as env, env.begin() as txn:
+        db = env.open_db(b"samples", txn=txn, create=False)
+        return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=db)}
+
+
+def raw_get(cache: Path, key: str) -> bytes:
+    """One record's bytes as stored."""
+    with raw_lmdb(cache) as env, env.begin() as txn:
+        return bytes(txn.get(key.encode(), db=env.open_db(b"samples", txn=txn, create=False)))
+
+
+def raw_put(cache: Path, values: Dict[str, bytes]) -> None:
+    """Write bytes as records, unchecked, in one commit (to damage a cache on purpose)."""
+    with raw_lmdb(cache, write=True) as env, env.begin(write=True) as txn:
+        db = env.open_db(b"samples", txn=txn)
+        for key, value in values.items():
+            txn.put(key.encode(), value, db=db)
+
+
+def commits(cache: Path) -> int:
+    """LMDB's last transaction id: how many write commits the cache has seen."""
+    with raw_lmdb(cache) as env:
+        return env.info()["last_txnid"]
 
 
 def check_records(cache: Path, expected: Dict[str, int]) -> Dict[str, int]:

@@ -10,7 +10,7 @@ import stat
 import lmdb
 import numpy as np
 import pytest
-from helpers import fake_record
+from helpers import fake_record, raw_put
 
 from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
 from phoenix_data.extract.mediapipe.runtime import mediapipe_version
@@ -51,10 +51,7 @@ def test_damaged_records_raise_naming_the_sample():
 
 
 def overwrite_raw(cache: LandmarkCache, key: str, value: bytes) -> None:
-    env = lmdb.open(str(cache.path), max_dbs=3)
-    with env.begin(write=True) as txn:
-        txn.put(key.encode(), value, db=env.open_db(b"samples", txn=txn))
-    env.close()
+    raw_put(cache.path, {key: value})
 
 
 def test_truncated_record_in_the_cache_raises(tmp_path):

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import lmdb
 import numpy as np
 import pytest
+from helpers import raw_get, raw_put
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -49,10 +49,14 @@ def root(demo_tree) -> Path:
     return demo_tree[RELEASE]
 
 
+def first_id(items: list) -> str:
+    return items[0]["id"]
+
+
 def fill(root: Path, path: Path, settings) -> Path:
     """A cache holding every dev sample, filled through DataLoader workers (no extractor in this process)."""
     dataset = PhoenixLandmarks(root, SPLIT, cache=path, settings=settings)
-    loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=lambda items: items[0]["id"])
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=first_id)
     assert sorted(loader) == sorted(s.id for s in dataset.samples)
     return path
 
@@ -225,14 +229,8 @@ def test_verify_passes_on_an_untouched_cache(root, warm_cache):
 
 def test_verify_names_a_truncated_record(root, cache_copy):
     victim, other = sorted(frames_on_disk(root, SPLIT))
-    env = lmdb.open(str(cache_copy), max_dbs=3)
-    try:
-        samples = env.open_db(b"samples", create=False)
-        with env.begin(write=True, db=samples) as txn:
-            data = txn.get((KEY_PREFIX + victim).encode())
-            txn.put((KEY_PREFIX + victim).encode(), data[: len(data) // 2])
-    finally:
-        env.close()
+    data = raw_get(cache_copy, KEY_PREFIX + victim)
+    raw_put(cache_copy, {KEY_PREFIX + victim: data[: len(data) // 2]})
     done = run("--root", root, "--cache", cache_copy, "--split", SPLIT, "--verify")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 
-import lmdb
 import pytest
 import torch
+from helpers import commits, raw_records
 from torch.utils.data import DataLoader
 
 from phoenix_data import PhoenixLandmarks
@@ -24,24 +24,6 @@ from phoenix_data.record import NUM_POINTS
 
 RELEASE = "PHOENIX-2014-T"
 FAKE = FakeExtractorSettings()
-
-
-def commits(cache_path) -> int:
-    """LMDB's last transaction id: how many write commits the cache has seen."""
-    env = lmdb.open(str(cache_path), readonly=True, lock=False, max_dbs=3)
-    try:
-        return env.info()["last_txnid"]
-    finally:
-        env.close()
-
-
-def raw_records(cache_path) -> dict:
-    env = lmdb.open(str(cache_path), readonly=True, lock=False, max_dbs=3)
-    try:
-        with env.begin(db=env.open_db(b"samples", create=False)) as txn:
-            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor()}
-    finally:
-        env.close()
 
 
 def epoch(dataset, **loader_args):

@@ -13,12 +13,11 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
-import lmdb
 import numpy as np
 import pytest
-from helpers import fake_record
+from helpers import fake_record, raw_get, raw_put
 from PIL import Image
 
 from phoenix_data.cache import CacheRecordError, LandmarkCache, decode_record, encode_record
@@ -79,26 +78,6 @@ def refined_record(frames: int) -> LandmarkRecord:
     confidence = np.concatenate([base.confidence[:, :501], np.ones(extra.shape[:2], np.float32),
                                  base.confidence[:, 501:]], axis=1)
     return LandmarkRecord(landmarks, confidence, width=210, height=260)
-
-
-def raw_get(path: Path, key: str) -> bytes:
-    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=3)
-    try:
-        with env.begin() as txn:
-            return bytes(txn.get(key.encode(), db=env.open_db(b"samples", txn=txn, create=False)))
-    finally:
-        env.close()
-
-
-def raw_put(path: Path, values: Dict[str, bytes]) -> None:
-    env = lmdb.open(str(path), max_dbs=3)
-    try:
-        with env.begin(write=True) as txn:
-            db = env.open_db(b"samples", txn=txn)
-            for key, value in values.items():
-                txn.put(key.encode(), value, db=db)
-    finally:
-        env.close()
 
 
 # --- the record alone ------------------------------------------------------------------------------------

@@ -54,7 +54,9 @@ def test_a_hung_helper_is_stopped_and_its_sample_fails(demo_dir, tmp_path, monke
 
 
 def test_a_hung_worker_costs_its_sample_only(demo_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "RESULT_TIMEOUT_SECONDS", 2.0)
+    # short, but longer than workers take to start: spawned ones import torch first (seconds)
+    started_by_fork = mp.get_start_method() == "fork"
+    monkeypatch.setattr(run_module, "RESULT_TIMEOUT_SECONDS", 2.0 if started_by_fork else 15.0)
     monkeypatch.setattr(helper_module, "HUNG_SECONDS", 1.0)
     root, samples = hanging_tree(demo_dir, tmp_path)
     outcome = warm(WarmOptions(root=root, cache=tmp_path / "c", settings=FAKE, workers=2, progress_bar=False,

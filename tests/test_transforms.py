@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import legacy_mediapipe_only
+from helpers import legacy_mediapipe_only, write_corpus_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -472,12 +472,8 @@ def test_collate_pads_and_stacks_the_masks():
 
 def fake_release(base: Path, samples: int) -> Path:
     """A 2014-T train split of ``samples`` ids with no frames; returns the release folder."""
-    manual = base / "PHOENIX-2014-T" / "annotations" / "manual"
-    manual.mkdir(parents=True)
-    rows = ["name|video|start|end|speaker|orth|translation"] + [
-        f"fake-{i}|fake-{i}/1/*.png|-1|-1|Signer0{i % 3 + 1}|MORGEN SONNE WARM|satz {i}" for i in range(samples)]
-    (manual / "PHOENIX-2014-T.train.corpus.csv").write_text("\n".join(rows) + "\n")
-    return manual.parents[1]
+    rows = [f"fake-{i}|fake-{i}/1/*.png|-1|-1|Signer0{i % 3 + 1}|MORGEN SONNE WARM|satz {i}" for i in range(samples)]
+    return write_corpus_csv(base, "PHOENIX-2014-T", "train", rows).parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 import cv2
-import lmdb
 import numpy as np
 import pytest
 from helpers import (
@@ -27,6 +26,7 @@ from helpers import (
     check_records,
     expected_frames,
     metrics_rows,
+    raw_put,
     raw_records,
     read_json,
     run_warm,
@@ -359,12 +359,7 @@ def test_script_is_a_thin_entry_point():
 # --- damaged records and the heartbeat thread ----------------------------------------------------------
 
 def put_raw(cache: Path, key: str, value: bytes) -> None:
-    env = lmdb.open(str(cache), max_dbs=3)
-    try:
-        with env.begin(write=True) as txn:
-            txn.put(key.encode(), value, db=env.open_db(b"samples", txn=txn))
-    finally:
-        env.close()
+    raw_put(cache, {key: value})
 
 
 def test_rerun_and_repair_extract_damaged_records_again(demo_dir, tmp_path):
