@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, List, Sequence
+import weakref
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Sampler, get_worker_info
 
 MASKS = ("valid", "imputed")  # per point and frame, padded with False
 
@@ -13,26 +14,24 @@ MASKS = ("valid", "imputed")  # per point and frame, padded with False
 def collate_ctc(items: Sequence[Dict]) -> Dict:
     """Batch dataset items for ``torch.nn.CTCLoss``.
 
-    Returns ``landmarks`` (Tensor[B, T_max, N, C], zero-padded), ``confidence`` (Tensor[B, T_max, N]),
-    the masks ``valid`` and ``imputed`` (bool Tensor[B, T_max, N], False in padding) where the items have them,
-    ``lengths`` (LongTensor[B], frames), ``targets`` (LongTensor[sum of target lengths], concatenated
-    gloss ids), ``target_lengths`` (LongTensor[B]), and per-sample lists ``id``, ``signer``,
-    ``gloss_text``, ``translation``.
+    Returns ``landmarks`` (Tensor[B, T_max, N, C], zero-padded, the items' dtype), ``confidence``
+    (Tensor[B, T_max, N]), the masks ``valid`` and ``imputed`` (bool Tensor[B, T_max, N], False in padding)
+    where the items have them, ``lengths`` (LongTensor[B], frames), ``targets`` (LongTensor[sum of target
+    lengths], concatenated gloss ids), ``target_lengths`` (LongTensor[B]), and per-sample lists ``id``,
+    ``signer``, ``gloss_text``, ``translation``.
+
+    In a DataLoader worker the padded tensors are allocated in shared memory (as torch's
+    ``default_collate`` does), so a batch reaches the main process without another copy; only the
+    padding is zeroed. Items that ``PhoenixLandmarks.__getitems__`` decoded into one padded batch are
+    not copied at all.
     """
     if not items:
         raise ValueError("collate_ctc got an empty batch.")
     # from the tensors, not item["num_frames"]: a transform may have dropped or resampled frames
     lengths = torch.tensor([int(item["landmarks"].shape[0]) for item in items], dtype=torch.long)
-    t_max = int(lengths.max())
-    first = items[0]["landmarks"]
-    landmarks = first.new_zeros((len(items), t_max) + tuple(first.shape[1:]))
-    confidence = items[0]["confidence"].new_zeros((len(items), t_max) + tuple(first.shape[1:2]))
-    masks = {key: torch.zeros(confidence.shape, dtype=torch.bool) for key in MASKS if key in items[0]}
-    for b, (item, length) in enumerate(zip(items, lengths.tolist())):
-        landmarks[b, :length] = item["landmarks"]
-        confidence[b, :length] = item["confidence"]
-        for key, mask in masks.items():
-            mask[b, :length] = item[key]
+    sizes = lengths.tolist()
+    landmarks, confidence = (_batched([item[key] for item in items], sizes) for key in ("landmarks", "confidence"))
+    masks = {key: _batched([item[key] for item in items], sizes) for key in MASKS if key in items[0]}
     targets = [torch.as_tensor(item["glosses"], dtype=torch.long) for item in items]
     return {
         "landmarks": landmarks,
@@ -43,6 +42,42 @@ def collate_ctc(items: Sequence[Dict]) -> Dict:
         "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long),
         **{key: [item.get(key) for item in items] for key in ("id", "signer", "gloss_text", "translation")},
     }
+
+
+def _batched(tensors: List[torch.Tensor], sizes: List[int]) -> torch.Tensor:
+    """Tensor[B, max(sizes), ...]: each tensor's frames, zeros after them. Tensors that are the rows of one
+    batch ``padded_batch`` made (``PhoenixLandmarks.__getitems__`` decodes into one) give that batch itself."""
+    base = tensors[0]._base
+    if (base is not None and _PADDED.get(id(base)) is base
+            and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)
+            and all(t._base is base and t.data_ptr() == base[b].data_ptr() and t.shape == base[b, :n].shape
+                    for b, (t, n) in enumerate(zip(tensors, sizes)))):
+        return base
+    out = padded_batch((len(tensors), max(sizes)) + tuple(tensors[0].shape[1:]), tensors[0].dtype, sizes)
+    for b, (tensor, size) in enumerate(zip(tensors, sizes)):
+        out[b, :size] = tensor
+    return out
+
+
+# Batches padded_batch made in this process, whose padding it zeroed: collate may pass them on as they are.
+_PADDED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+
+def padded_batch(shape: Tuple[int, ...], dtype: torch.dtype, sizes: Sequence[int]) -> torch.Tensor:
+    """An uninitialised Tensor[shape] whose rows are zero after ``sizes[b]`` frames; in shared memory in a
+    DataLoader worker (as torch's ``default_collate`` allocates), so the batch reaches the main process
+    without another copy."""
+    if get_worker_info() is not None:
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]  # contiguous, and no view: rows' _base
+        out = torch.empty((0,), dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape, strides)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    for b, size in enumerate(sizes):
+        if size < shape[1]:
+            out[b, size:] = 0
+    _PADDED[id(out)] = out
+    return out
 
 
 class LengthBucketBatchSampler(Sampler[List[int]]):

@@ -7,21 +7,23 @@ so that the process never runs MediaPipe itself and may fork DataLoader workers 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
+from .batching import padded_batch
 from .cache import LandmarkCache
 from .cache.fill import fetch_or_extract
 from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractorSpec
 from .extract.mediapipe.settings import HolisticSettings
 from .frames import FramesError, list_frames
-from .record import LandmarkRecord
-from .transforms.base import validity
+from .record import PARTS, LandmarkRecord, part_slices
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class PhoenixLandmarks(Dataset):
         vocab: gloss vocabulary; by default built from the release's train split.
         readonly: train from a finished cache (also on a read-only disk); a miss raises.
         overwrite: discard a cache built with other settings instead of raising.
+        dtype: of ``landmarks`` in items: ``torch.float32``, or ``torch.float16`` (what the cache stores:
+            half the bytes per batch and no conversion, for mixed-precision training; transforms still
+            compute in float32 and their result is converted).
 
     ``ds[i]`` is a dict: ``landmarks`` (Tensor[T, 543, 3] float32), ``confidence`` (Tensor[T, 543]),
     ``valid`` (bool Tensor[T, 543]: the point's part was found in that frame),
@@ -54,7 +59,9 @@ class PhoenixLandmarks(Dataset):
     def __init__(self, root: Union[str, Path], split: str = "train", cache: Union[str, Path, None] = None,
                  release: Optional[str] = None, transform: Optional[Callable[[Dict], Dict]] = None,
                  settings: Optional[ExtractorSpec] = None, vocab: Optional[Vocabulary] = None,
-                 readonly: bool = False, overwrite: bool = False) -> None:
+                 readonly: bool = False, overwrite: bool = False, dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype}; expected one of {', '.join(map(str, DTYPES))}.")
         if cache is None:
             raise ValueError("PhoenixLandmarks needs cache=PATH: the LMDB directory that holds (or will "
                              "hold) the extracted landmarks.")
@@ -64,6 +71,7 @@ class PhoenixLandmarks(Dataset):
         self.vocab = vocab if vocab is not None else Vocabulary.from_samples(
             read_release_split(self.release, "train"))
         self.transform = transform
+        self.dtype = dtype
         self.settings = settings if settings is not None else HolisticSettings()
         if not readonly:
             self.settings.check_ready()  # now, not as a failure of every sample in the workers
@@ -74,9 +82,40 @@ class PhoenixLandmarks(Dataset):
 
     def __getitem__(self, index: int) -> Dict:
         sample = self.samples[index]
-        record = self.cache.get(sample.key, float16=True) or self._extract_and_store(sample)
-        item = self._to_item(sample, record)
-        return self.transform(item) if self.transform is not None else item
+        with _one_thread():
+            record = self._record(sample)
+            if self.transform is None:
+                return self._to_item(sample, record, self.dtype)
+            item = self.transform(self._to_item(sample, record, torch.float32))
+            if item["landmarks"].dtype != self.dtype:
+                item["landmarks"] = item["landmarks"].to(self.dtype)
+            return item
+
+    def __getitems__(self, indices: List[int]) -> List[Dict]:
+        """The items of one batch (PyTorch's DataLoader calls this with a batch's indices).
+
+        Without a transform the batch's records are decoded straight into one zero-padded batch (in shared
+        memory in a worker) and each item's tensors are its rows: ``collate_ctc`` then passes that batch on
+        without a copy, and any other collate gets ordinary items.
+        """
+        if self.transform is not None:
+            return [self[index] for index in indices]
+        with _one_thread():
+            samples = [self.samples[index] for index in indices]
+            records = [self._record(sample) for sample in samples]
+            sizes = [record.num_frames for record in records]
+            points = records[0].landmarks.shape[1]
+            shape = (len(records), max(sizes), points)
+            landmarks = padded_batch(shape + (3,), self.dtype, sizes)
+            confidence = padded_batch(shape, torch.float32, sizes)
+            valid = padded_batch(shape, torch.bool, sizes)
+            items = []
+            for b, (sample, record, size) in enumerate(zip(samples, records, sizes)):
+                landmarks[b, :size] = torch.from_numpy(record.landmarks)  # float16 -> dtype in one pass
+                confidence[b, :size] = torch.from_numpy(record.confidence)
+                valid[b, :size] = found_mask(record)
+                items.append(self._item(sample, record, landmarks[b, :size], confidence[b, :size], valid[b, :size]))
+            return items
 
     def __repr__(self) -> str:
         return (f"PhoenixLandmarks(release={self.release.name!r}, split={self.split!r}, samples={len(self)}, "
@@ -88,6 +127,9 @@ class PhoenixLandmarks(Dataset):
             return len(self.cache.cached(s.key for s in self.samples)), len(self)
 
     # extraction
+    def _record(self, sample: Sample) -> LandmarkRecord:
+        return self.cache.get(sample.key, float16=True) or self._extract_and_store(sample)
+
     def _extract_and_store(self, sample: Sample) -> LandmarkRecord:
         if self.cache.readonly:
             raise SampleNotCached(f"sample {sample.key!r} is not in the read-only cache {self.cache.path}; "
@@ -114,13 +156,18 @@ class PhoenixLandmarks(Dataset):
         with self.cache.session():
             return [self.num_frames(i) for i in range(len(self))]
 
-    def _to_item(self, sample: Sample, record: LandmarkRecord) -> Dict:
-        landmarks = torch.from_numpy(record.landmarks).float()  # stored as float16
-        confidence = torch.from_numpy(record.confidence)
+    def _to_item(self, sample: Sample, record: LandmarkRecord, dtype: torch.dtype) -> Dict:
+        landmarks = torch.from_numpy(record.landmarks)  # stored as float16
+        landmarks = landmarks if landmarks.dtype == dtype else landmarks.to(dtype)
+        # valid: found by MediaPipe, per part and frame (transforms)
+        return self._item(sample, record, landmarks, torch.from_numpy(record.confidence), found_mask(record))
+
+    def _item(self, sample: Sample, record: LandmarkRecord, landmarks: torch.Tensor, confidence: torch.Tensor,
+              valid: torch.Tensor) -> Dict:
         return {
             "landmarks": landmarks,
             "confidence": confidence,
-            "valid": validity(landmarks, confidence),  # found by MediaPipe, per part and frame (transforms)
+            "valid": valid,
             "glosses": torch.tensor(self.vocab.encode(sample.glosses), dtype=torch.long),
             "gloss_text": " ".join(sample.glosses),
             "id": sample.id,
@@ -129,3 +176,27 @@ class PhoenixLandmarks(Dataset):
             "translation": sample.translation,
         }
 
+
+DTYPES = (torch.float32, torch.float16)
+
+
+def found_mask(record: LandmarkRecord) -> torch.Tensor:
+    """bool Tensor[T, N]: each point's part found in that frame, from the record's stored per-part bits."""
+    slices = part_slices(record.landmarks.shape[1])
+    sizes = [slices[part].stop - slices[part].start for part in PARTS]
+    return torch.from_numpy(np.repeat(record.presence(), sizes, axis=1))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for one sample's work in the main process (DataLoader workers already run one):
+    on a busy machine a multi-threaded op on one sample waits for every core (measured: 8 ms against 0.09)."""
+    threads = torch.get_num_threads()
+    if threads == 1 or get_worker_info() is not None:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Cached epochs against the decode limit: does the DataLoader keep a GPU fed?
+
+    python benchmarks/bench_loader.py            # 600 samples of ~140 frames, 2 rounds (~6 min on 2 cores)
+    python benchmarks/bench_loader.py --quick    # smoke run
+
+Data: 600 synthetic LandmarkRecords (T ~ 140 +- 45, clipped to 16..299, as PHOENIX-2014 train; hands in ~70%
+of frames) written with ``LandmarkCache.put`` under the fake extractor's settings, and a matching 2014-T
+corpus CSV (no frames: every sample is cached). The Dataset is opened ``readonly=True`` with those settings.
+
+- ``dtype=torch.float16`` rows: the same without transforms, landmarks left as the cache stores them.
+- decode limit: one process, torch on 1 thread, each record read (``LandmarkCache.get(key, float16=True)``)
+  and its landmarks made a float32 tensor: samples/s of one core. The 2-core limit is twice that.
+- epochs: ``DataLoader(ds, batch_sampler=LengthBucketBatchSampler(ds.lengths(), B, seed=0),
+  collate_fn=collate_ctc, num_workers=W)`` for W in 0, 2 and B in 8, 32, without transforms and with the
+  typical pipeline (SelectPoints, Normalize, Mirror, RandomAffine, TimeWarp), timed from iter() to the last
+  batch; workers persistent (``persistent_workers=True``) and the first epoch, which starts them, not
+  counted: the steady state of a long training run. The main process keeps torch's default threads, as a
+  training script does.
+
+Each configuration runs in its own process, rounds in rotated order; figures are medians over every epoch
+of every round, printed with the ratios the goals name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+import bench_reads as R  # noqa: E402  (synthetic records, lengths)
+
+SCRIPT = Path(__file__).resolve()
+DEFAULT_WORK = Path(tempfile.gettempdir()) / "phoenix_bench_loader"
+SAMPLES = 600
+CONFIGS = [(workers, batch, transform) for transform in ("none", "typical") for batch in (8, 32)
+           for workers in (0, 2)] + [(0, 32, "float16"), (2, 32, "float16")]
+
+
+def child_populate(work: Path, samples: int) -> dict:
+    import numpy as np
+
+    from phoenix_data.cache import LandmarkCache
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    lengths = R.sample_lengths(samples)
+    spec = {"lengths": lengths, "version": 1}
+    spec_file = work / "data-spec.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
+        return json.loads((work / "data-info.json").read_text())
+    C.fresh_dir(work)
+    ids = [C.sample_id(i) for i in range(samples)]
+    root = C.write_corpus(work / "tree", {C.SPLIT: ids})
+    cache = LandmarkCache(work / "cache", FakeExtractorSettings())
+    rng = np.random.default_rng(0)
+    for sid, frames in zip(ids, lengths):
+        cache.put(f"{C.RELEASE}/{C.SPLIT}/{sid}", R.synthetic_record(rng, frames))
+    cache.close()
+    info = {"root": str(root), "cache": str(work / "cache"), "samples": samples, "frames": sum(lengths)}
+    (work / "data-info.json").write_text(json.dumps(info))
+    spec_file.write_text(json.dumps(spec))
+    return info
+
+
+def make_dataset(info: dict, transform: str):
+    """``transform``: "none", "typical", or "float16" (no transforms, ``dtype=torch.float16``)."""
+    import torch
+
+    from phoenix_data.dataset import PhoenixLandmarks
+    from phoenix_data.extract.fake import FakeExtractorSettings
+    from phoenix_data.transforms import Compose, Mirror, Normalize, RandomAffine, SelectPoints, TimeWarp
+
+    size = (210, 260)
+    pipeline = None if transform in ("none", "float16") else Compose([
+        SelectPoints("pose_upper_body", "left_hand", "right_hand", "lips"), Normalize(image_size=size),
+        Mirror(p=0.5), RandomAffine(image_size=size), TimeWarp(speed=(0.8, 1.25))], seed=0)
+    return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE, readonly=True,
+                            settings=FakeExtractorSettings(), transform=pipeline,
+                            dtype=torch.float16 if transform == "float16" else torch.float32)
+
+
+def child_decode(info: dict, passes: int) -> dict:
+    import torch
+
+    from phoenix_data.cache import LandmarkCache
+    from phoenix_data.corpus import read_corpus
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    torch.set_num_threads(1)
+    keys = [s.key for s in read_corpus(info["root"], C.SPLIT)]
+    cache = LandmarkCache(info["cache"], FakeExtractorSettings(), readonly=True)
+    rates = []
+    with cache.session():
+        for _ in range(passes):
+            start = time.perf_counter()
+            for key in keys:
+                record = cache.get(key, float16=True)
+                torch.from_numpy(record.landmarks).float()
+            rates.append(len(keys) / (time.perf_counter() - start))
+    return {"samples_per_s": rates}
+
+
+def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: int) -> dict:
+    from torch.utils.data import DataLoader
+
+    from phoenix_data import LengthBucketBatchSampler, collate_ctc
+
+    dataset = make_dataset(info, transform)
+    sampler = LengthBucketBatchSampler(dataset.lengths(), batch, seed=0)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=workers,
+                        persistent_workers=workers > 0)
+    rates = []
+    for epoch in range(epochs + 1):  # epoch 0 starts the workers: not counted
+        sampler.set_epoch(epoch)
+        if dataset.transform is not None:
+            dataset.transform.set_epoch(epoch)
+        start = time.perf_counter()
+        samples = sum(len(b["id"]) for b in loader)
+        rates.append(samples / (time.perf_counter() - start))
+    return {"samples_per_s": rates[1:], "first_epoch": rates[0]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="60 samples, 1 round, 1 epoch")
+    args = parser.parse_args(argv)
+    samples = 60 if args.quick else SAMPLES
+    rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
+    print(C.machine_line())
+    info = C.run_child(SCRIPT, ["populate", str(args.work_dir), str(samples)])
+    print(f"data: {info['samples']} samples, {info['frames']} frames, cache {info['cache']}")
+    decode: List[float] = []
+    runs: Dict[str, List[float]] = {f"{w} {b} {t}": [] for w, b, t in CONFIGS}
+    for round_index in range(rounds):
+        decode += C.run_child(SCRIPT, ["decode", json.dumps(info), str(epochs)])["samples_per_s"]
+        shift = round_index % len(CONFIGS)
+        for workers, batch, transform in CONFIGS[shift:] + CONFIGS[:shift]:
+            result = C.run_child(SCRIPT, ["epochs", json.dumps(info), str(workers), str(batch), transform,
+                                          str(epochs)])
+            runs[f"{workers} {batch} {transform}"] += result["samples_per_s"]
+    limit = C.median(decode)
+    rows = [["decode limit, 1 core (1 torch thread)", f"{limit:,.0f}", "1.000 of 1 core", C.spread(decode, "{:,.0f}")]]
+    figures = {"decode_1core": limit}
+    for workers, batch, transform in CONFIGS:
+        rate = C.median(runs[f"{workers} {batch} {transform}"])
+        cores = 1 if workers == 0 else 2
+        figures[f"w{workers}_b{batch}_{transform}"] = rate
+        what = {"none": "no transforms", "typical": "typical transforms",
+                "float16": "no transforms, dtype=torch.float16"}[transform]
+        rows.append([f"num_workers={workers}, batch {batch}, {what}",
+                     f"{rate:,.0f}", f"{rate / (cores * limit):.3f} of the {cores}-core limit",
+                     C.spread(runs[f"{workers} {batch} {transform}"], "{:,.0f}")])
+    print(C.table(rows, ["what", "samples/s", "ratio", "epochs"]))
+    goals = [("num_workers=2, batch 32, no transforms >= 0.6 of the 2-core limit",
+              figures["w2_b32_none"] / (2 * limit), 0.6, True),
+             ("num_workers=0, batch 32, no transforms >= 0.6 of one core",
+              figures["w0_b32_none"] / limit, 0.6, True),
+             ("typical transforms with 2 workers, batch 32: epoch time <= 1.3x the plain one",
+              figures["w2_b32_none"] / figures["w2_b32_typical"], 1.3, False)]
+    for text, value, target, at_least in goals:
+        ok = value >= target if at_least else value <= target
+        print(f"{text}: {value:.3f} -> {C.verdict(ok)}")
+    (args.work_dir / "results.json").write_text(json.dumps({"figures": figures, "decode": decode, "runs": runs},
+                                                           indent=2))
+    return 0
+
+
+def child_main(argv: List[str]) -> int:
+    kind, rest = argv[0], argv[1:]
+    if kind == "populate":
+        result = child_populate(Path(rest[0]), int(rest[1]))
+    elif kind == "decode":
+        result = child_decode(json.loads(rest[0]), int(rest[1]))
+    else:
+        result = child_epochs(json.loads(rest[0]), int(rest[1]), int(rest[2]), rest[3], int(rest[4]))
+    C.emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[2:]) if sys.argv[1:2] == ["child"] else main())

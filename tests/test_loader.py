@@ -1,0 +1,160 @@
+"""The cached read path the DataLoader takes: batch reads (``__getitems__``), collate without a copy,
+masks from the stored found bits, ``dtype=torch.float16``, one torch thread per sample in the main process.
+
+Real LMDB files and DataLoader workers, records written by the cache (no extractor runs: every sample is
+cached). Speed is measured by benchmarks/bench_loader.py, not here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import fake_record, write_corpus_csv
+from torch.utils.data import DataLoader
+
+from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, collate_ctc
+from phoenix_data.cache import LandmarkCache
+from phoenix_data.extract.fake import FakeExtractorSettings
+from phoenix_data.record import part_slices
+from phoenix_data.transforms import Compose, Normalize, SelectPoints
+from phoenix_data.transforms.base import validity
+
+FAKE = FakeExtractorSettings()
+RELEASE = "PHOENIX-2014-T"
+LENGTHS = [5, 17, 9, 30, 12, 1, 23, 8, 14, 11]
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory):
+    """A 2014-T train split whose every sample is a record in a real cache; a hand missing in some frames."""
+    base = tmp_path_factory.mktemp("loader")
+    rows = [f"s{i}|s{i}/1/*.png|-1|-1|Signer01|MORGEN SONNE|satz {i}" for i in range(len(LENGTHS))]
+    root = write_corpus_csv(base, RELEASE, "train", rows).parents[2]
+    cache = LandmarkCache(base / "cache", FAKE)
+    hand = part_slices(543)["left_hand"]
+    for i, frames in enumerate(LENGTHS):
+        record = fake_record(frames, seed=i)
+        record.landmarks[::3, hand] = 0  # the left hand missing in every third frame
+        record.confidence[::3, hand] = 0
+        cache.put(f"{RELEASE}/train/s{i}", record)
+    cache.close()
+    return root, base / "cache"
+
+
+def dataset(cached, **kwargs) -> PhoenixLandmarks:
+    root, cache = cached
+    return PhoenixLandmarks(root, "train", cache=cache, settings=FAKE, readonly=True, **kwargs)
+
+
+def assert_items_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == b[key].dtype and torch.equal(value, b[key]), key
+        else:
+            assert value == b[key], key
+
+
+def test_batch_reads_give_the_items_of_single_reads(cached):
+    ds = dataset(cached)
+    indices = [3, 0, 5, 7]
+    for item, index in zip(ds.__getitems__(indices), indices):
+        assert_items_equal(item, ds[index])
+
+
+def test_collate_passes_a_batch_read_on_without_a_copy_and_pads_with_zeros(cached):
+    ds = dataset(cached)
+    indices = [3, 0, 5, 7]
+    items = ds.__getitems__(indices)
+    batch = collate_ctc(items)
+    assert batch["landmarks"] is items[0]["landmarks"]._base  # decoded into it, not copied again
+    expected = collate_ctc([ds[i] for i in indices])  # items read one by one: copied into a new batch
+    assert expected["landmarks"] is not expected["landmarks"]._base
+    for key in ("landmarks", "confidence", "valid", "lengths", "targets", "target_lengths"):
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch["lengths"].tolist() == [LENGTHS[i] for i in indices]
+    assert not batch["landmarks"][1, LENGTHS[0]:].any() and not batch["valid"][1, LENGTHS[0]:].any()
+
+
+def test_a_batch_of_other_items_is_copied(cached):
+    """Rows of one batch in another order, or one row missing, are not that batch: collate copies."""
+    ds = dataset(cached)
+    items = ds.__getitems__([3, 0, 5])
+    reordered = collate_ctc(items[::-1])
+    assert reordered["landmarks"] is not items[0]["landmarks"]._base
+    assert torch.equal(reordered["landmarks"][0, :LENGTHS[5]], items[2]["landmarks"])
+    partial = collate_ctc(items[:2])
+    assert partial["landmarks"] is not items[0]["landmarks"]._base and partial["landmarks"].shape[1] == 30
+
+
+def test_the_valid_mask_is_the_stored_found_bits_and_agrees_with_the_coordinates(cached):
+    ds = dataset(cached)
+    for index in range(len(ds)):
+        item = ds[index]
+        assert torch.equal(item["valid"], validity(item["landmarks"], item["confidence"]))
+    hand = part_slices(543)["left_hand"]
+    item = ds[3]
+    assert not item["valid"][::3, hand].any() and item["valid"][1::3, hand].all()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_batches_equal_single_reads(cached, workers):
+    ds = dataset(cached)
+    sampler = LengthBucketBatchSampler(ds.lengths(), 4, seed=1)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=workers)
+    seen = []
+    for indices, batch in zip(sampler, loader):
+        expected = collate_ctc([ds[i] for i in indices])
+        for key in ("landmarks", "confidence", "valid", "lengths", "targets"):
+            assert torch.equal(batch[key], expected[key]), key
+        seen += indices
+    assert sorted(seen) == list(range(len(LENGTHS)))
+
+
+def test_float16_items_hold_the_stored_values(cached):
+    half, full = dataset(cached, dtype=torch.float16), dataset(cached)
+    assert half[4]["landmarks"].dtype == torch.float16
+    assert torch.equal(half[4]["landmarks"].float(), full[4]["landmarks"])  # stored as float16: exact
+    loader = DataLoader(half, batch_size=3, collate_fn=collate_ctc, num_workers=2)
+    batch = next(iter(loader))
+    assert batch["landmarks"].dtype == torch.float16 and batch["confidence"].dtype == torch.float32
+    transform = Compose([SelectPoints("pose", "left_hand"), Normalize()], seed=0)
+    transformed = dataset(cached, dtype=torch.float16, transform=transform)[4]
+    reference = dataset(cached, transform=transform)[4]  # transforms compute in float32, then convert
+    assert transformed["landmarks"].dtype == torch.float16
+    assert torch.equal(transformed["landmarks"], reference["landmarks"].half())
+
+
+def test_a_dtype_other_than_float32_or_float16_is_refused(cached):
+    with pytest.raises(ValueError, match=r"dtype=torch.float64; expected one of torch.float32, torch.float16"):
+        dataset(cached, dtype=torch.float64)
+
+
+def test_one_torch_thread_per_sample_in_the_main_process_and_the_setting_restored(cached):
+    seen = []
+
+    def spy(item):
+        seen.append(torch.get_num_threads())
+        return item
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ds = dataset(cached, transform=spy)
+        ds[0]
+        ds.__getitems__([1, 2])
+        assert seen == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_items_of_a_batch_read_are_independent_of_later_batches(cached):
+    """A batch read allocates a new batch each time: items a caller keeps are not overwritten."""
+    ds = dataset(cached)
+    first = ds.__getitems__([0, 1])
+    kept = first[0]["landmarks"].clone()
+    ds.__getitems__([2, 3])
+    ds.__getitems__([0, 1])
+    assert torch.equal(first[0]["landmarks"], kept)
+    assert np.isfinite(kept.numpy()).all()
