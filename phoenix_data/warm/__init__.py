@@ -11,28 +11,15 @@ A program calls ``warm(WarmOptions(root=..., cache=...)) -> WarmOutcome``; the c
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from ..cache import describe_discarded
 from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .plan import ALL_SPLITS, WarmOptions, WarmPlan, available_cores, default_workers, make_plan
-from .report import (
-    FAILED_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    MetricsWriter,
-    count_late_commits,
-    exit_status,
-    failed_samples,
-    summarize,
-    write_json_atomic,
-)
-from .run import RunState, run_tasks
+from .report import METRICS_FILE, MetricsWriter, WarmOutcome, finish
+from .run import run_tasks
 from .summary import WarmCounts, WarmSummary
 
 log = logging.getLogger(__name__)
@@ -40,19 +27,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ALL_SPLITS", "EXIT_ABORTED", "EXIT_FAILURES", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
            "WarmCounts", "WarmOptions", "WarmOutcome", "WarmPlan", "WarmSummary", "available_cores",
            "default_workers", "make_plan", "warm"]
-
-
-@dataclass
-class WarmOutcome:
-    """What a warm-up did: the summary (as written to summary.json), the failures, the exit status."""
-
-    summary: WarmSummary  # written to summary.json (``to_json()``)
-    failed: List[dict]
-    exit_status: int
-    summary_path: Path
-    failed_path: Path
-    metrics_path: Path
-    reports_error: str = ""  # the reports could not be written (a full disk): why
 
 
 def warm(options: WarmOptions, plan: Optional[WarmPlan] = None) -> WarmOutcome:
@@ -73,25 +47,7 @@ def warm(options: WarmOptions, plan: Optional[WarmPlan] = None) -> WarmOutcome:
             state = run_tasks(plan, options, metrics)
     finally:
         metrics.close()
-    return _finish(options, plan, state, reports)
-
-
-def _finish(options: WarmOptions, plan: WarmPlan, state: RunState, reports: Path,
-            extra: Optional[dict] = None) -> WarmOutcome:
-    """Write summary.json (with ``extra``'s entries, e.g. a Ray run's nodes) and failed_samples.json."""
-    late = count_late_commits(plan, state) if (state.interrupted or state.aborted) else (0, 0)
-    status = exit_status(options, plan, state)
-    summary, failed = summarize(options, plan, state, status, late), failed_samples(plan, state)
-    summary = dataclasses.replace(summary, **(extra or {}))
-    outcome = WarmOutcome(summary, failed, status, reports / SUMMARY_FILE, reports / FAILED_FILE,
-                          reports / METRICS_FILE)
-    try:
-        write_json_atomic(outcome.failed_path, failed)
-        write_json_atomic(outcome.summary_path, summary.to_json())
-    except OSError as exc:  # a full disk: the cache holds what finished; say so instead of a traceback
-        outcome.reports_error = f"reports not written to {reports}: {exc.strerror or exc}"
-        outcome.exit_status = status if status == EXIT_INTERRUPTED else EXIT_ABORTED
-    return outcome
+    return finish(options, plan, state, reports)
 
 
 @contextlib.contextmanager

@@ -38,11 +38,10 @@ from ..cache.claims import release, try_claim
 from ..cache.fill import Outcome, SampleStatus, cached_frames
 from ..cache.store import identity_differences
 from ..record import decode_record
-from . import WarmOutcome, _finish
 from .actor import ActorResult, WarmActor
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
 from .progress import make_progress
-from .report import METRICS_FILE, MetricsWriter
+from .report import METRICS_FILE, MetricsWriter, WarmOutcome, finish
 from .run import RunState, TaskResult, take_result
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def warm_on_ray(options: WarmOptions, plan: Optional[WarmPlan] = None, address: 
             state = runner.run(metrics)
         finally:
             metrics.close()
-        return _finish(options, plan, state, reports, extra={"ray": runner.report(state)})
+        return finish(options, plan, state, reports, extra={"ray": runner.report(state)})
     finally:
         if connected:
             ray.shutdown()

@@ -7,11 +7,13 @@ keeps the rows of its earlier runs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
 import platform
 import statistics
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -206,3 +208,34 @@ def _context(options: WarmOptions, plan: WarmPlan) -> dict:
                      "torch": torch.__version__, "python": platform.python_version()},
         "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+@dataclass
+class WarmOutcome:
+    """What a warm-up did: the summary (as written to summary.json), the failures, the exit status."""
+
+    summary: WarmSummary  # written to summary.json (``to_json()``)
+    failed: List[dict]
+    exit_status: int
+    summary_path: Path
+    failed_path: Path
+    metrics_path: Path
+    reports_error: str = ""  # the reports could not be written (a full disk): why
+
+
+def finish(options: WarmOptions, plan: WarmPlan, state: RunState, reports: Path,
+            extra: Optional[dict] = None) -> WarmOutcome:
+    """Write summary.json (with ``extra``'s entries, e.g. a Ray run's nodes) and failed_samples.json."""
+    late = count_late_commits(plan, state) if (state.interrupted or state.aborted) else (0, 0)
+    status = exit_status(options, plan, state)
+    summary, failed = summarize(options, plan, state, status, late), failed_samples(plan, state)
+    summary = dataclasses.replace(summary, **(extra or {}))
+    outcome = WarmOutcome(summary, failed, status, reports / SUMMARY_FILE, reports / FAILED_FILE,
+                          reports / METRICS_FILE)
+    try:
+        write_json_atomic(outcome.failed_path, failed)
+        write_json_atomic(outcome.summary_path, summary.to_json())
+    except OSError as exc:  # a full disk: the cache holds what finished; say so instead of a traceback
+        outcome.reports_error = f"reports not written to {reports}: {exc.strerror or exc}"
+        outcome.exit_status = status if status == EXIT_INTERRUPTED else EXIT_ABORTED
+    return outcome
