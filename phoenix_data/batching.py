@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler, get_worker_info
@@ -86,10 +86,18 @@ class LengthBucketBatchSampler(Sampler[List[int]]):
     Each epoch the indices are shuffled, cut into buckets of ``batch_size * bucket_batches``
     samples, each bucket sorted by length and cut into batches, and the batches shuffled.
     Call ``set_epoch(n)`` each epoch (as with DistributedSampler) for a new order.
+
+    Distributed training (DDP): with ``num_replicas`` ranks (given, or from ``torch.distributed`` when it
+    is initialised) every rank computes the same epoch's batches (same seed and epoch everywhere) and
+    takes every ``num_replicas``-th of them, starting at its ``rank``: disjoint shares, the same number of
+    batches on every rank. Where the batches do not divide evenly, the list is padded with its first
+    batches (their samples are seen twice that epoch, as DistributedSampler pads), or, with
+    ``drop_last``, the remainder is dropped. One replica gives exactly the batches of no replicas.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, bucket_batches: int = 50) -> None:
+                 drop_last: bool = False, bucket_batches: int = 50, num_replicas: Optional[int] = None,
+                 rank: Optional[int] = None) -> None:
         if batch_size < 1 or bucket_batches < 1:
             raise ValueError(f"batch_size={batch_size}, bucket_batches={bucket_batches}; both must be >= 1.")
         self.lengths = [int(n) for n in lengths]
@@ -99,15 +107,33 @@ class LengthBucketBatchSampler(Sampler[List[int]]):
         self.drop_last = drop_last
         self.bucket_size = batch_size * bucket_batches
         self.epoch = 0
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        batches = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return self._share(batches)
+
+    def _share(self, batches: int) -> int:
+        """Batches each rank gets out of ``batches``."""
+        if self.num_replicas == 1:
+            return batches
+        return batches // self.num_replicas if self.drop_last else math.ceil(batches / self.num_replicas)
 
     def __iter__(self) -> Iterator[List[int]]:
+        batches = self._all_batches()
+        if self.num_replicas > 1:
+            per_rank = self._share(len(batches))
+            total = per_rank * self.num_replicas
+            while len(batches) < total:  # pad with the epoch's first batches (not with drop_last)
+                batches += batches[:total - len(batches)]
+            batches = batches[self.rank:total:self.num_replicas]
+        yield from batches
+
+    def _all_batches(self) -> List[List[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         n = len(self.lengths)
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
@@ -120,4 +146,18 @@ class LengthBucketBatchSampler(Sampler[List[int]]):
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        yield from batches
+        return batches
+
+
+def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> Tuple[int, int]:
+    """(ranks, this rank): as given, else torch.distributed's when it is initialised, else (1, 0)."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = torch.distributed.get_world_size() if initialised else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    if num_replicas < 1:
+        raise ValueError(f"num_replicas={num_replicas}; expected 1 or more (the number of DDP ranks).")
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank={rank}; expected 0 .. {num_replicas - 1} for num_replicas={num_replicas}.")
+    return num_replicas, rank

@@ -1,6 +1,7 @@
 """Padding collate and the length-bucketed batch sampler (fake items: no MediaPipe needed here)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from phoenix_data.batching import LengthBucketBatchSampler, collate_ctc
@@ -56,3 +57,98 @@ def test_collate_takes_lengths_from_the_tensors():
     short["landmarks"], short["confidence"] = short["landmarks"][::2], short["confidence"][::2]
     batch = collate_ctc([short, item(4, [3], 2.0)])
     assert batch["lengths"].tolist() == [3, 4] and batch["landmarks"].shape[1] == 4
+
+
+# --- distributed (DDP) shares -------------------------------------------------------------------------
+
+def real_looking_lengths(n: int = 103, seed: int = 0) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, generator=generator) * 45 + 140).round().clamp(16, 299).long().tolist()
+
+
+def test_one_replica_gives_exactly_the_batches_of_none():
+    lengths = real_looking_lengths()
+    plain = LengthBucketBatchSampler(lengths, 8, seed=3, bucket_batches=4)
+    one = LengthBucketBatchSampler(lengths, 8, seed=3, bucket_batches=4, num_replicas=1, rank=0)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        one.set_epoch(epoch)
+        assert list(one) == list(plain) and len(one) == len(plain)
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_ranks_share_one_epochs_batches_disjointly_with_equal_counts(replicas):
+    lengths = real_looking_lengths()  # 103 samples, batch 8: 13 batches, not a multiple of 2 or 3
+    plain = list(LengthBucketBatchSampler(lengths, 8, seed=5, bucket_batches=4))
+    ranks = [list(LengthBucketBatchSampler(lengths, 8, seed=5, bucket_batches=4, num_replicas=replicas, rank=r))
+             for r in range(replicas)]
+    per_rank = -(-len(plain) // replicas)
+    assert [len(r) for r in ranks] == [per_rank] * replicas
+    assert len(LengthBucketBatchSampler(lengths, 8, num_replicas=replicas, rank=0)) == per_rank
+    shared = [batch for r in ranks for batch in r]
+    padding = per_rank * replicas - len(plain)
+    assert padding > 0
+    # every batch of the epoch once, and exactly the first `padding` batches once more
+    assert sorted(map(tuple, shared)) == sorted(map(tuple, plain + plain[:padding]))
+    indices = [i for batch in shared for i in batch]
+    assert set(indices) == set(range(len(lengths)))
+    assert len(indices) - len(lengths) == sum(len(b) for b in plain[:padding])
+
+
+def test_drop_last_drops_the_remainder_instead_of_padding():
+    lengths = real_looking_lengths()
+    plain = list(LengthBucketBatchSampler(lengths, 8, seed=5, drop_last=True))  # 12 full batches
+    ranks = [list(LengthBucketBatchSampler(lengths, 8, seed=5, drop_last=True, num_replicas=5, rank=r))
+             for r in range(5)]
+    assert [len(r) for r in ranks] == [2] * 5  # 12 // 5: two dropped
+    shared = [tuple(b) for r in ranks for b in r]
+    assert len(set(shared)) == len(shared) == 10 and set(shared) <= set(map(tuple, plain))
+
+
+def test_ranks_agree_per_seed_and_epoch_and_reshuffle_per_epoch():
+    lengths = real_looking_lengths()
+
+    def share(epoch, seed=0, rank=0):
+        sampler = LengthBucketBatchSampler(lengths, 8, seed=seed, num_replicas=2, rank=rank)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert share(1) == share(1) and share(1, rank=1) == share(1, rank=1)
+    assert share(0) != share(1)
+    assert share(0, seed=1) != share(0)
+
+
+def test_bad_ranks_are_refused():
+    with pytest.raises(ValueError, match=r"rank=2; expected 0 \.\. 1 for num_replicas=2"):
+        LengthBucketBatchSampler([3, 4], 1, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match=r"num_replicas=0; expected 1 or more"):
+        LengthBucketBatchSampler([3, 4], 1, num_replicas=0, rank=0)
+
+
+def _rank_batches(rank: int, world: int, folder: str) -> None:
+    """One DDP rank (spawned): its sampler's batches, ranks taken from torch.distributed."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    try:
+        sampler = LengthBucketBatchSampler(real_looking_lengths(), 8, seed=2)
+        sampler.set_epoch(1)
+        with open(f"{folder}/rank{rank}.json", "w") as out:
+            json.dump({"ranks": [sampler.num_replicas, sampler.rank], "batches": list(sampler)}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_come_from_torch_distributed_when_it_is_initialised(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_batches, args=(2, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        expected = LengthBucketBatchSampler(real_looking_lengths(), 8, seed=2, num_replicas=2, rank=rank)
+        expected.set_epoch(1)
+        assert got == {"ranks": [2, rank], "batches": list(expected)}
