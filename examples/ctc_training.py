@@ -4,6 +4,13 @@ Uses only the public API: ``PhoenixLandmarks`` (+ ``ds.vocab``), ``LengthBucketB
 ``collate_ctc``, and :mod:`phoenix_data.evaluation`. ``examples/train_ctc.py`` is its command line.
 Each epoch is seeded from ``seed`` and its number, so a run resumed from a checkpoint gives the
 same losses and WERs as one that was never interrupted.
+
+Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (``ctc_distributed``): each rank
+reads its share of each epoch's batches (``LengthBucketBatchSampler`` takes the ranks from
+``torch.distributed``) with its own DataLoader workers; each rank decodes a share of dev, the hypotheses are
+gathered and every dev sample is scored once; rank 0 alone writes the log and the checkpoint (the
+unwrapped model's weights: a checkpoint of N ranks resumes on any number). The loss and samples/s are
+summed over the ranks; the DataLoader wait share is rank 0's.
 """
 from __future__ import annotations
 
@@ -16,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+import ctc_distributed as distributed
 import torch
 from ctc_model import CtcRecognizer, greedy_decode
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from phoenix_data import (
@@ -85,7 +94,8 @@ class EpochStats:
 
 @dataclass
 class _Run:
-    model: CtcRecognizer
+    model: torch.nn.Module  # the module trained: DistributedDataParallel(module) with several ranks
+    module: CtcRecognizer
     optimizer: torch.optim.Optimizer
     vocab: Vocabulary
     rules: str
@@ -94,6 +104,7 @@ class _Run:
     dev_loader: DataLoader
     sampler: LengthBucketBatchSampler
     device: torch.device
+    joined: bool = False  # this run joined the process group (and leaves it at the end)
     history: List[EpochStats] = field(default_factory=list)
 
 
@@ -143,22 +154,27 @@ def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[PhoenixLandmarks
     train_ds = dataset("train")
     sampler = LengthBucketBatchSampler(train_ds.lengths(), options.batch_size, seed=options.seed)
     train = DataLoader(train_ds, batch_sampler=sampler, **common)
-    train_eval = DataLoader(train_ds, batch_size=options.batch_size, **common) if options.eval_train else None
-    dev = DataLoader(dataset("dev"), batch_size=options.batch_size, **common)
+    # evaluation: each rank decodes its own share, every sample on one rank
+    train_eval = DataLoader(distributed.shard(train_ds), batch_size=options.batch_size, **common) \
+        if options.eval_train else None
+    dev = DataLoader(distributed.shard(dataset("dev")), batch_size=options.batch_size, **common)
     return train_ds, train, train_eval, dev, sampler
 
 
 def _build(options: TrainOptions) -> _Run:
     train_samples = read_corpus(options.root, "train", release=options.release)
     vocab = Vocabulary.from_samples(train_samples, cleanup=options.cleanup)
+    device, joined = distributed.start(resolve_device(options.device))  # before the sampler: it reads the ranks
     train_ds, train, train_eval, dev, sampler = _loaders(options, vocab)
-    device = resolve_device(options.device)
-    torch.manual_seed(options.seed)  # the initial weights
+    torch.manual_seed(options.seed)  # the initial weights: the same on every rank
     num_points = train_ds.settings.num_points  # not ds[0]: a miss would run MediaPipe in this process
-    model = CtcRecognizer(num_points, len(vocab), options.hidden, options.dropout, options.frame_repeat).to(device)
+    module = CtcRecognizer(num_points, len(vocab), options.hidden, options.dropout, options.frame_repeat).to(device)
+    model: torch.nn.Module = module
+    if distributed.rank_and_world()[1] > 1:
+        model = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     rules = rules_for_release(train_ds.release.name)
-    return _Run(model, optimizer, vocab, rules, train, train_eval, dev, sampler, device)
+    return _Run(model, module, optimizer, vocab, rules, train, train_eval, dev, sampler, device, joined)
 
 
 def _config(options: TrainOptions, run: _Run) -> Dict:
@@ -168,7 +184,7 @@ def _config(options: TrainOptions, run: _Run) -> Dict:
 
 def save_checkpoint(path: Path, options: TrainOptions, run: _Run, epoch: int) -> None:
     state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": _config(options, run),
-             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "model": run.module.state_dict(), "optimizer": run.optimizer.state_dict(),
              "history": [dataclasses.asdict(h) for h in run.history]}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -184,7 +200,7 @@ def _resume(path: Path, options: TrainOptions, run: _Run) -> int:
     if differ:
         raise ValueError(f"{path} was trained with other settings ({', '.join(differ)} differ); resume with "
                          "the same options, or pick another --out directory.")
-    run.model.load_state_dict(state["model"])
+    run.module.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.history = [EpochStats(**h) for h in state["history"]]
     return int(state["epoch"])
@@ -214,13 +230,15 @@ def _train_epoch(run: _Run, epoch: int) -> Tuple[float, float, float, int]:
         run.optimizer.step()
         loss_sum += loss.item() * len(batch["id"])
         samples += len(batch["id"])
-    return loss_sum / max(samples, 1), waited, time.perf_counter() - start, samples
+    loss_sum, total = distributed.summed(loss_sum, samples)  # over the ranks
+    return loss_sum / max(total, 1), waited, time.perf_counter() - start, int(total)
 
 
 @torch.no_grad()
 def decode_split(model: CtcRecognizer, loader: DataLoader, vocab: Vocabulary,
                  device: torch.device) -> Tuple[Dict[str, List[str]], Dict[str, Tuple[str, ...]]]:
-    """Greedy hypotheses and the corpus glosses of every sample: ``({id: glosses}, {id: glosses})``."""
+    """Greedy hypotheses and the corpus glosses of every sample: ``({id: glosses}, {id: glosses})``,
+    gathered from every rank's share."""
     model.eval()
     hypotheses, references = {}, {}
     for batch in loader:
@@ -229,15 +247,15 @@ def decode_split(model: CtcRecognizer, loader: DataLoader, vocab: Vocabulary,
         for sample_id, ids, text in zip(batch["id"], greedy_decode(log_probs, lengths), batch["gloss_text"]):
             hypotheses[sample_id] = vocab.decode(ids)
             references[sample_id] = tuple(text.split())
-    return hypotheses, references
+    return distributed.gathered(hypotheses), distributed.gathered(references)
 
 
 def _evaluate(run: _Run) -> Tuple[WerResult, Optional[float]]:
-    hyps, refs = decode_split(run.model, run.dev_loader, run.vocab, run.device)
+    hyps, refs = decode_split(run.module, run.dev_loader, run.vocab, run.device)
     dev = score(refs, hyps, rules=run.rules)  # as the release's evaluation scores dev
     train_wer = None
     if run.train_eval_loader is not None:  # against the training targets themselves
-        hyps, refs = decode_split(run.model, run.train_eval_loader, run.vocab, run.device)
+        hyps, refs = decode_split(run.module, run.train_eval_loader, run.vocab, run.device)
         train_wer = score({k: run.vocab.prepare(v) for k, v in refs.items()}, hyps, rules=None).wer
     return dev, train_wer
 
@@ -257,6 +275,14 @@ def train(options: TrainOptions, on_epoch: Optional[Callable[[EpochStats], None]
     if options.threads:
         torch.set_num_threads(options.threads)  # on a busy machine, fewer threads than cores is faster
     run = _build(options)
+    try:
+        return _epochs(options, run, out, on_epoch)
+    finally:
+        distributed.stop(run.joined)
+
+
+def _epochs(options: TrainOptions, run: _Run, out: Path, on_epoch: Optional[Callable[[EpochStats], None]]
+            ) -> List[EpochStats]:
     checkpoint = out / CHECKPOINT
     first = 1
     if options.resume and checkpoint.is_file():
@@ -272,8 +298,10 @@ def train(options: TrainOptions, on_epoch: Optional[Callable[[EpochStats], None]
                            dev.reference_words, train_wer, samples / seconds if seconds else 0.0,
                            waited / seconds if seconds else 0.0, seconds)
         run.history.append(stats)
-        save_checkpoint(checkpoint, options, run, epoch)
-        write_log(out / LOG_CSV, run.history)
-        if on_epoch is not None:
-            on_epoch(stats)
+        if distributed.is_main():
+            save_checkpoint(checkpoint, options, run, epoch)
+            write_log(out / LOG_CSV, run.history)
+            if on_epoch is not None:
+                on_epoch(stats)
+    distributed.barrier()  # the last checkpoint is written before any rank returns
     return run.history

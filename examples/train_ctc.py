@@ -4,17 +4,20 @@
     python examples/train_ctc.py --root /data/phoenix2014-release --release multisigner \\
         --cache /data/cache/landmarks --out runs/ctc --epochs 30
     python examples/train_ctc.py --demo            # builds and warms the demo tree, memorises its train split
+    torchrun --nproc_per_node=2 examples/train_ctc.py ...    # DistributedDataParallel (docs/distributed.md)
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ctc_training import EpochStats, TrainOptions, demo_options, prepare_demo, train
+import ctc_distributed as distributed
+from ctc_training import EpochStats, TrainOptions, demo_options, prepare_demo, resolve_device, train
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -39,14 +42,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.demo and not (args.root and args.cache and args.out):
         p.error("--root, --cache and --out are needed (or --demo)")
+    if args.demo and args.demo_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        p.error("--demo under torchrun needs --demo-dir DIR: one folder every rank sees")
     return args
 
 
 def options_from(args: argparse.Namespace) -> TrainOptions:
     if args.demo:
         demo_dir = args.demo_dir or Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
-        print(f"demo tree: {demo_dir} (building and warming its cache)", flush=True)
-        prepare_demo(demo_dir, workers=max(args.num_workers, 1))
+        if distributed.is_main():  # one rank builds and warms; the others wait for it
+            print(f"demo tree: {demo_dir} (building and warming its cache)", flush=True)
+            prepare_demo(demo_dir, workers=max(args.num_workers, 1))
+        distributed.barrier()
         return demo_options(demo_dir, out_dir=args.out, num_workers=args.num_workers, seed=args.seed,
                             resume=args.resume, device=args.device)
     return TrainOptions(root=args.root, cache=args.cache, out_dir=args.out, release=args.release,
@@ -65,8 +72,15 @@ def print_epoch(stats: EpochStats) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    options = options_from(args)
-    history = train(options, on_epoch=print_epoch)
+    _, joined = distributed.start(resolve_device(args.device))  # under torchrun: join before the demo is built
+    try:
+        main_rank = distributed.is_main()
+        options = options_from(args)
+        history = train(options, on_epoch=print_epoch)
+    finally:
+        distributed.stop(joined)
+    if not main_rank:
+        return 0
     print(f"log: {Path(options.out_dir) / 'train_log.csv'}  checkpoint: {Path(options.out_dir) / 'checkpoint.pt'}")
     if args.demo and not (history and history[-1].train_wer == 0):
         print(f"demo: train WER did not reach 0 within {options.epochs} epochs", file=sys.stderr)

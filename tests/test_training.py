@@ -62,3 +62,57 @@ def test_resume_gives_the_uninterrupted_run(warmed_demo, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match=r"other settings \(hidden, dropout differ\)"):
         train(demo_options(warmed_demo, out_dir=tmp_path / "parts", epochs=5, resume=True, hidden=32, settings=FAKE))
+
+
+# --- DistributedDataParallel: two ranks on CPU (gloo), all traffic on 127.0.0.1 -------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, options, history_json: str) -> None:
+    """One rank, as torchrun starts it (its environment variables)."""
+    import dataclasses
+    import json
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), GLOO_SOCKET_IFNAME="lo")
+    history = train(options)
+    with open(f"{history_json}.{rank}", "w") as out:
+        json.dump([dataclasses.asdict(h) for h in history], out)
+
+
+def test_two_ranks_memorise_the_demo_score_every_dev_sample_once_and_resume_on_one(warmed_demo, tmp_path):
+    import dataclasses
+    import json
+
+    import torch.multiprocessing as mp
+    from ctc_training import CHECKPOINT, _build, _evaluate, _resume
+
+    options = demo_options(warmed_demo, out_dir=tmp_path / "ddp", num_workers=0, settings=FAKE)
+    mp.spawn(_rank_main, args=(2, _free_port(), options, str(tmp_path / "history")), nprocs=2)
+    histories = [json.loads((tmp_path / f"history.{rank}").read_text()) for rank in (0, 1)]
+    timing = ("samples_per_s", "wait_share", "seconds")  # each rank's own clock
+    untimed = [[{k: v for k, v in h.items() if k not in timing} for h in each] for each in histories]
+    assert untimed[0] == untimed[1]  # the same losses and WERs on both ranks (gathered, summed)
+    history = histories[0]
+    assert history[-1]["train_wer"] == 0 and len(history) < options.epochs, history[-1]
+    assert {h["dev_words"] for h in history} == {11}  # the demo's 2 dev sentences, each scored once
+    with open(tmp_path / "ddp" / LOG_CSV, newline="") as f:  # rank 0 wrote the log, once per epoch
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [h["epoch"] for h in history]
+    # the logged dev WER is phoenix_data.evaluation's score of every dev hypothesis: decode in one process
+    run = _build(options)
+    assert _resume(tmp_path / "ddp" / CHECKPOINT, options, run) == len(history)
+    dev, _ = _evaluate(run)
+    last = history[-1]
+    assert (dev.wer, dev.substitutions, dev.deletions, dev.insertions) == (
+        last["dev_wer"], last["dev_sub"], last["dev_del"], last["dev_ins"])
+    # a checkpoint of two ranks resumes on one
+    more = train(dataclasses.replace(options, resume=True, epochs=len(history) + 1, stop_at_train_wer_zero=False))
+    assert len(more) == len(history) + 1
+    assert [dataclasses.asdict(h) for h in more[:len(history)]] == history
