@@ -24,8 +24,6 @@ QUIET_LOAD = 0.7
 QUIET_WAIT_SECONDS = 600.0
 # 2014-T's layout: frames directly under <name>/, CSV with a translation column.
 RELEASE = "PHOENIX-2014-T"
-ARCHIVE = "PHOENIX-2014-T-release-v3"
-CSV_HEADER = "name|video|start|end|speaker|orth|translation"
 GLOSSES = ("__ON__", "MORGEN", "SONNE", "SUED", "WARM", "NORD", "WOLKE", "REGEN", "IX", "NACHT", "KALT",
            "SCHNEE", "WIND", "STARK", "KUESTE", "GEWITTER", "__OFF__")
 SPLIT = "train"
@@ -131,7 +129,9 @@ def verdict(ok: bool) -> str:
 # --- synthetic release trees ---------------------------------------------------------------------------
 
 def release_dir(base: Path) -> Path:
-    return base / ARCHIVE / RELEASE
+    from phoenix_data.corpus import RELEASES  # the library's layout table, as the demo tree uses it
+
+    return base / RELEASES[RELEASE].archive / RELEASE
 
 
 def sample_id(index: int) -> str:
@@ -144,14 +144,18 @@ def gloss_line(index: int) -> str:
 
 
 def write_corpus(base: Path, split_ids: Dict[str, List[str]]) -> Path:
-    """Write 2014-T corpus CSVs (CRLF, as real copies) for the given ids; returns the release folder."""
-    root = release_dir(base)
-    manual = root / "annotations" / "manual"
-    manual.mkdir(parents=True, exist_ok=True)
+    """Write 2014-T corpus CSVs (CRLF, as real copies) for the given ids; returns the release folder.
+
+    Where the files go and their header come from ``phoenix_data.corpus.RELEASES``, as for the demo tree."""
+    from phoenix_data.corpus import RELEASES
+
+    layout, root = RELEASES[RELEASE], release_dir(base)
     for split, ids in split_ids.items():
-        rows = [CSV_HEADER] + [f"{sid}|{sid}/1/*.png|-1|-1|{SIGNERS[i % len(SIGNERS)]}|{gloss_line(i)}|"
-                               f"synthetic sample {i}" for i, sid in enumerate(ids)]
-        (manual / f"PHOENIX-2014-T.{split}.corpus.csv").write_bytes("\r\n".join(rows + [""]).encode())
+        rows = ["|".join(layout.header)] + [f"{sid}|{sid}/1/*.png|-1|-1|{SIGNERS[i % len(SIGNERS)]}|{gloss_line(i)}|"
+                                            f"synthetic sample {i}" for i, sid in enumerate(ids)]
+        path = root / layout.csv_pattern.format(split=split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes("\r\n".join(rows + [""]).encode())
     return root
 
 

@@ -128,9 +128,9 @@ class PhoenixLandmarks(Dataset):
 
     # extraction
     def _record(self, sample: Sample) -> LandmarkRecord:
-        return self.cache.get(sample.key, float16=True) or self._extract_and_store(sample)
+        return self.cache.get(sample.key, float16=True) or self._extract(sample)
 
-    def _extract_and_store(self, sample: Sample) -> LandmarkRecord:
+    def _extract(self, sample: Sample) -> LandmarkRecord:
         if self.cache.readonly:
             raise SampleNotCached(f"sample {sample.key!r} is not in the read-only cache {self.cache.path}; "
                                   "warm it first (phoenix-warm-cache) or open the dataset with readonly=False.")
