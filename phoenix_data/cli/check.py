@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check every cached record against the corpus (needs --cache)")
     parser.add_argument("--render", metavar="ID", help="draw the landmarks of sample ID over its frames")
     parser.add_argument("--out", type=Path, help="contact sheet PNG for --render; the GIF goes beside it")
+    parser.add_argument("--export-poses", type=Path, metavar="DIR",
+                        help="write every cached sample as DIR/<release>/<split>/<id>.pose (pose-format; needs "
+                             "--cache; resumable) instead of the report")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="samples in the DataLoader smoke test batch (default 4)")
     add_settings_arguments(parser)
@@ -45,6 +48,8 @@ def _check(argv: Optional[Sequence[str]], spec: Optional["ExtractorSpec"]) -> in
     args = parser.parse_args(argv)
     if args.verify and args.cache is None:
         parser.error("--verify needs --cache CACHE: it checks the cached records.")
+    if args.export_poses is not None and args.cache is None:
+        parser.error("--export-poses DIR needs --cache CACHE: it writes the cached records.")
     if (args.render is None) != (args.out is None):
         parser.error("--render ID and --out PATH go together: which sample, and where its contact sheet goes.")
     if args.batch_size < 1:
@@ -61,6 +66,8 @@ def _check(argv: Optional[Sequence[str]], spec: Optional["ExtractorSpec"]) -> in
     from ..corpus import CorpusError  # noqa: PLC0415
     from ..frames import FramesError  # noqa: PLC0415
 
+    if args.export_poses is not None:
+        return _export(args, settings)
     options = CheckOptions(root=args.root, release=args.release, split=args.split, cache=args.cache,
                            verify=args.verify, render=args.render, out=args.out, batch_size=args.batch_size,
                            settings=settings)
@@ -76,6 +83,27 @@ def _check(argv: Optional[Sequence[str]], spec: Optional["ExtractorSpec"]) -> in
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURES
     return EXIT_USAGE
+
+
+def _export(args: argparse.Namespace, settings: "ExtractorSpec") -> int:
+    from ..cache import CacheError  # noqa: PLC0415
+    from ..corpus import CorpusError  # noqa: PLC0415
+    from ..formats.export import export_poses  # noqa: PLC0415
+
+    try:
+        result = export_poses(args.root, args.cache, settings, args.export_poses, release=args.release,
+                              split=args.split)
+    except ImportError as exc:
+        print(f"phoenix-dataset: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CorpusError, CacheError) as exc:
+        print(f"phoenix-dataset: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {result.written} .pose files to {result.out_dir} ({result.existing} already there, kept)")
+    if result.missing:
+        print(f"{len(result.missing)} samples are not in the cache (warm them first: phoenix-warm-cache): "
+              + ", ".join(result.missing[:10]) + (" ..." if len(result.missing) > 10 else ""))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None, spec: Optional["ExtractorSpec"] = None) -> int:

@@ -1,0 +1,1 @@
+"""The field's file formats: pose-format's ``.pose`` files (``formats.poses``)."""
