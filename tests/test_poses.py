@@ -6,6 +6,8 @@ pose-format's own ``load_holistic`` extracted from real frames with hands (both 
 """
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +190,89 @@ def test_poses_pose_format_extracted_import_as_our_own_extraction(tmp_path):
     np.testing.assert_array_equal(imported.presence(), ours.presence())
     both = imported.confidence > 0
     assert np.abs(imported.landmarks[..., :2] - ours.landmarks[..., :2])[both].max() < 0.005
+
+
+# --- filling a cache from .pose files: phoenix-warm-cache --from-poses ------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(demo_dir, tmp_path_factory):
+    """The demo tree's 2014-T samples warmed by the fake extractor, then exported as .pose files."""
+    from phoenix_data.warm import WarmOptions, warm
+
+    base = tmp_path_factory.mktemp("exported")
+    options = WarmOptions(root=demo_dir, cache=base / "fake", release="2014-T", workers=0, settings=FAKE,
+                          progress_bar=False, heartbeat=0)
+    assert warm(options).exit_status == 0
+    assert check_main(["--root", str(demo_dir), "--release", "2014-T", "--cache", str(base / "fake"),
+                       "--export-poses", str(base / "poses")], spec=FAKE) == 0
+    return base
+
+
+def keys_of(root) -> list:
+    from phoenix_data.corpus import find_release, read_release_split
+
+    return [s.key for split in ("train", "dev", "test") for s in read_release_split(find_release(root, "2014-T"),
+                                                                                     split)]
+
+
+def test_from_poses_fills_a_cache_with_the_same_landmarks_running_no_extractor(demo_dir, exported, tmp_path):
+    from phoenix_data.cli.warm import main as warm_main
+    from phoenix_data.formats.imported import PoseFileSettings
+
+    args = ["--root", str(demo_dir), "--release", "2014-T", "--cache", str(tmp_path / "c"),
+            "--from-poses", str(exported / "poses"), "--workers", "2"]
+    assert warm_main(args) == 0
+    imported = LandmarkCache(tmp_path / "c", PoseFileSettings(str(exported / "poses")), readonly=True)
+    original = LandmarkCache(exported / "fake", FAKE, readonly=True)
+    for key in keys_of(demo_dir):
+        a, b = imported.get(key), original.get(key)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=2**-11)  # stored as float16 twice
+        np.testing.assert_array_equal(a.presence(), b.presence())
+    assert warm_main(args) == 0  # a rerun resumes: nothing left to do
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["counts"]["cached"] == len(keys_of(demo_dir)) and summary["counts"]["extracted"] == 0
+
+
+def test_a_file_of_other_frames_or_none_is_that_samples_failure(demo_dir, exported, tmp_path, capsys):
+    from phoenix_data.cli.warm import main as warm_main
+
+    poses = tmp_path / "poses"
+    shutil.copytree(exported / "poses", poses)
+    keys = keys_of(demo_dir)
+    short, gone, cut = (poses / f"{k}.pose" for k in keys[:3])
+    record = read_pose(short)
+    write_pose(short, LandmarkRecord(record.landmarks[:-1], record.confidence[:-1], 210, 260))
+    gone.unlink()
+    cut.write_bytes(cut.read_bytes()[:100])
+    code = warm_main(["--root", str(demo_dir), "--release", "2014-T", "--cache", str(tmp_path / "c"),
+                      "--from-poses", str(poses), "--workers", "0"])
+    assert code == 1
+    failed = {f["key"]: f["reason"] for f in json.loads((tmp_path / "c" / "failed_samples.json").read_text())}
+    assert set(failed) == set(keys[:3])
+    assert f"holds {record.num_frames - 1} frames, its frame folder" in failed[keys[0]]
+    assert f"{record.num_frames}." in failed[keys[0]]
+    assert "no .pose file" in failed[keys[1]] and "not a readable .pose file" in failed[keys[2]]
+
+
+def test_an_imported_cache_and_an_extracted_one_refuse_each_other(demo_dir, exported, tmp_path, capsys):
+    from phoenix_data.cli.warm import main as warm_main
+
+    scope = ["--root", str(demo_dir), "--release", "2014-T", "--workers", "0"]
+    with pytest.raises(SystemExit) as exit_info:  # files into a cache the fake extracted
+        warm_main([*scope, "--cache", str(exported / "fake"), "--from-poses", str(exported / "poses")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "was built with other extraction settings" in err
+    assert "source: cache None, now 'pose-format files'" in err, err
+    assert warm_main([*scope, "--cache", str(tmp_path / "c"), "--from-poses", str(exported / "poses")]) == 0
+    with pytest.raises(SystemExit) as exit_info:  # an extractor into a cache filled from files
+        warm_main([*scope, "--cache", str(tmp_path / "c")], spec=FAKE)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "source: cache 'pose-format files', now None" in err, err
+
+
+def test_from_poses_names_a_missing_folder(demo_dir, tmp_path, capsys):
+    from phoenix_data.cli.warm import main as warm_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        warm_main(["--root", str(demo_dir), "--cache", str(tmp_path / "c"), "--from-poses", str(tmp_path / "nope")])
+    assert exit_info.value.code == 2 and "no such folder; expected the folder of .pose files" in capsys.readouterr().err

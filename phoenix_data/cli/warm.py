@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "ADDRESS: the cluster RAY_ADDRESS or a running `ray start --head` names, else a "
                           "new local one. --workers then counts actors (default: one per cluster CPU, at "
                           "most one per GiB of its memory). Needs: pip install -e '.[ray]'")
+    how.add_argument("--from-poses", type=Path, metavar="DIR",
+                     help="fill the cache from pose-format .pose files (DIR/<release>/<split>/<id>.pose or "
+                          "DIR/<id>.pose) instead of running MediaPipe; --refine-face for 478-point faces. "
+                          "Needs: pip install -e '.[pose]'")
     how.add_argument("--retry-failed", action="store_true", help="try samples that failed before again")
     how.add_argument("--allow-failures", action="store_true", help="exit 0 even when samples failed")
     how.add_argument("--overwrite", action="store_true",
@@ -79,7 +83,7 @@ def warm_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if not args.demo and (args.root is None or args.cache is None):
         parser.error("--root ROOT and --cache CACHE are required (or --demo to warm the built-in demo tree).")
     try:
-        settings = spec if spec is not None else settings_from_args(args)
+        settings = spec if spec is not None else _from_poses(args) if args.from_poses else settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     root = _build_demo(args.demo_dir) if args.demo else args.root
@@ -91,6 +95,16 @@ def warm_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
                        report_dir=args.report_dir, retry_failed=args.retry_failed,
                        allow_failures=args.allow_failures, overwrite=args.overwrite, repair=args.repair,
                        heartbeat=args.heartbeat, settings=settings)
+
+
+def _from_poses(args: argparse.Namespace) -> "ExtractorSpec":
+    """--from-poses DIR: the landmarks come from .pose files (checked now: pose-format installed, DIR there)."""
+    from ..formats.imported import PoseFileSettings  # noqa: PLC0415
+    from ..record import FACE_POINTS, FACE_POINTS_REFINED  # noqa: PLC0415
+
+    settings = PoseFileSettings(str(args.from_poses), FACE_POINTS_REFINED if args.refine_face else FACE_POINTS)
+    settings.check_ready()
+    return settings
 
 
 def _build_demo(demo_dir: Optional[Path]) -> Path:

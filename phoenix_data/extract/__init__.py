@@ -100,8 +100,16 @@ def extract_frames_dir(frames_dir: Union[str, Path], settings: ExtractorSpec, ke
     Only for a process that may run MediaPipe: a DataLoader worker, a warm-up worker, the isolated
     extraction process (``extract.helper``). Raises FramesError for frames that cannot be used.
     """
-    paths = list_frames(frames_dir)
     extractor = get_extractor(settings)  # outside the try: a settings error is the run's, not this sample's
+    by_key = getattr(extractor, "extract_sample", None)  # landmarks from files (formats.imported), not frames
+    if by_key is not None:
+        try:
+            return by_key(Path(frames_dir), key)
+        except FramesError:
+            raise
+        except ValueError as exc:  # a file of another layout, or unreadable: this sample's failure
+            raise FramesError(f"sample {key!r}: {exc}") from exc
+    paths = list_frames(frames_dir)
     try:
         return extractor.extract(read_frames_rgb(paths))
     except ValueError as exc:  # the estimator's input checks (check_frame): this sample's frames

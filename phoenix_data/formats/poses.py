@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -133,7 +134,7 @@ def read_pose(path: Path, num_points: int = NUM_POINTS) -> LandmarkRecord:
     pose_format = import_pose_format()
     try:
         pose = pose_format.Pose.read(Path(path).read_bytes())
-    except (ValueError, EOFError, IndexError, KeyError, TypeError) as exc:  # what a truncated file raises
+    except (ValueError, EOFError, IndexError, KeyError, TypeError, RuntimeError, struct.error) as exc:  # truncated
         raise PoseFormatError(f"{path} is not a readable .pose file ({type(exc).__name__}: {exc}).") from None
     try:
         return from_pose(pose, num_points)
