@@ -43,28 +43,14 @@ CONFIGS = [(workers, batch, transform) for transform in ("none", "typical") for 
 
 
 def child_populate(work: Path, samples: int) -> dict:
-    import numpy as np
-
-    from phoenix_data.cache import LandmarkCache
-    from phoenix_data.extract.fake import FakeExtractorSettings
-
     lengths = R.sample_lengths(samples)
-    spec = {"lengths": lengths, "version": 1}
-    spec_file = work / "data-spec.json"
-    if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
-        return json.loads((work / "data-info.json").read_text())
-    C.fresh_dir(work)
-    ids = [C.sample_id(i) for i in range(samples)]
-    root = C.write_corpus(work / "tree", {C.SPLIT: ids})
-    cache = LandmarkCache(work / "cache", FakeExtractorSettings())
-    rng = np.random.default_rng(0)
-    for sid, frames in zip(ids, lengths):
-        cache.put(f"{C.RELEASE}/{C.SPLIT}/{sid}", R.synthetic_record(rng, frames))
-    cache.close()
-    info = {"root": str(root), "cache": str(work / "cache"), "samples": samples, "frames": sum(lengths)}
-    (work / "data-info.json").write_text(json.dumps(info))
-    spec_file.write_text(json.dumps(spec))
-    return info
+    spec = {"lengths": lengths, "version": 2}
+    info = R.reused(work, spec)
+    if info is not None:
+        return info
+    root = R.write_cached_split(work, lengths)
+    return R.remember(work, spec, {"root": str(root), "cache": str(work / "cache"), "samples": samples,
+                                   "frames": sum(lengths)})
 
 
 def make_dataset(info: dict, transform: str):
@@ -72,7 +58,6 @@ def make_dataset(info: dict, transform: str):
     import torch
 
     from phoenix_data.dataset import PhoenixLandmarks
-    from phoenix_data.extract.fake import FakeExtractorSettings
     from phoenix_data.transforms import Compose, Mirror, Normalize, RandomAffine, SelectPoints, TimeWarp
 
     size = (210, 260)
@@ -80,7 +65,7 @@ def make_dataset(info: dict, transform: str):
         SelectPoints("pose_upper_body", "left_hand", "right_hand", "lips"), Normalize(image_size=size),
         Mirror(p=0.5), RandomAffine(image_size=size), TimeWarp(speed=(0.8, 1.25))], seed=0)
     return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE, readonly=True,
-                            settings=FakeExtractorSettings(), transform=pipeline,
+                            settings=R.fake_settings(), transform=pipeline,
                             dtype=torch.float16 if transform == "float16" else torch.float32)
 
 

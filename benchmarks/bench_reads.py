@@ -28,7 +28,7 @@ import tempfile
 import time
 import timeit
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -37,6 +37,13 @@ SCRIPT = Path(__file__).resolve()
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "phoenix_bench_reads"
 BATCH_SIZE = 8
 SEED = 0
+
+
+def fake_settings():
+    """What the synthetic records are cached under: the fake extractor's settings (imported in children only)."""
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    return FakeExtractorSettings()
 
 
 # --- data (written in a child: the parent never opens the LMDB env) ---------------------------------------
@@ -68,34 +75,58 @@ def synthetic_record(rng, frames: int):
     return LandmarkRecord(landmarks, confidence, width=210, height=260)
 
 
-def child_populate(work: Path, samples: int) -> dict:
-    """Write the corpus CSV, the LMDB cache (LandmarkCache.put) and the .npy files; reused when they match."""
-    import numpy as np
-
-    from phoenix_data.cache import LandmarkCache
-
-    lengths = sample_lengths(samples)
-    spec = {"lengths": lengths, "version": 1}
+def reused(work: Path, spec: dict) -> Optional[dict]:
+    """The info of data written earlier for the same ``spec`` under ``work``; else None, ``work`` emptied."""
     spec_file = work / "data-spec.json"
     if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
         return json.loads((work / "data-info.json").read_text())
     C.fresh_dir(work)
-    ids = [C.sample_id(i) for i in range(samples)]
+    return None
+
+
+def remember(work: Path, spec: dict, info: dict) -> dict:
+    (work / "data-info.json").write_text(json.dumps(info))
+    (work / "data-spec.json").write_text(json.dumps(spec))
+    return info
+
+
+def write_cached_split(work: Path, lengths: List[int], on_record: Optional[Callable] = None) -> Path:
+    """A 2014-T split CSV and a cache (the fake extractor's settings) holding a synthetic record per sample;
+    ``on_record(sample_id, stored_record)`` after each put. Returns the release folder."""
+    import numpy as np
+
+    from phoenix_data.cache import LandmarkCache
+
+    ids = [C.sample_id(i) for i in range(len(lengths))]
     root = C.write_corpus(work / "tree", {C.SPLIT: ids})
-    (work / "npy").mkdir()
-    cache = LandmarkCache(work / "cache")
+    cache = LandmarkCache(work / "cache", fake_settings())
     rng = np.random.default_rng(SEED)
-    start = time.perf_counter()
     for sid, frames in zip(ids, lengths):
         stored = cache.put(f"{C.RELEASE}/{C.SPLIT}/{sid}", synthetic_record(rng, frames))
-        np.save(work / "npy" / f"{sid}.npy",
-                np.concatenate([stored.landmarks, stored.confidence[..., None]], axis=2))
+        if on_record is not None:
+            on_record(sid, stored)
     cache.close()
-    info = {"root": str(root), "cache": str(work / "cache"), "npy": str(work / "npy"), "samples": samples,
-            "frames": sum(lengths), "write_s": time.perf_counter() - start}
-    (work / "data-info.json").write_text(json.dumps(info))
-    spec_file.write_text(json.dumps(spec))
-    return info
+    return root
+
+
+def child_populate(work: Path, samples: int) -> dict:
+    """Write the corpus CSV, the LMDB cache (LandmarkCache.put) and the .npy files; reused when they match."""
+    import numpy as np
+
+    lengths = sample_lengths(samples)
+    spec = {"lengths": lengths, "version": 2, "npy": True}
+    info = reused(work, spec)
+    if info is not None:
+        return info
+    (work / "npy").mkdir()
+    start = time.perf_counter()
+
+    def save_npy(sid: str, stored) -> None:
+        np.save(work / "npy" / f"{sid}.npy", np.concatenate([stored.landmarks, stored.confidence[..., None]], axis=2))
+
+    root = write_cached_split(work, lengths, save_npy)
+    return remember(work, spec, {"root": str(root), "cache": str(work / "cache"), "npy": str(work / "npy"),
+                                 "samples": samples, "frames": sum(lengths), "write_s": time.perf_counter() - start})
 
 
 def populate(work: Path, samples: int) -> dict:
@@ -135,7 +166,8 @@ def make_dataset(kind: str, info: dict):
         return NpyLandmarks(info["root"], info["npy"])
     from phoenix_data.dataset import PhoenixLandmarks
 
-    return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE)
+    return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE, readonly=True,
+                            settings=fake_settings())
 
 
 def make_loader(dataset, workers: int):

@@ -59,6 +59,7 @@ def make_dataset(info: dict, kind: str):
     from phoenix_data.dataset import PhoenixLandmarks
 
     return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE, readonly=True,
+                            settings=R.fake_settings(),
                             transform=make_transform(kind))
 
 
