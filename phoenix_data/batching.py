@@ -87,12 +87,13 @@ class LengthBucketBatchSampler(Sampler[List[int]]):
     samples, each bucket sorted by length and cut into batches, and the batches shuffled.
     Call ``set_epoch(n)`` each epoch (as with DistributedSampler) for a new order.
 
-    Distributed training (DDP): with ``num_replicas`` ranks (given, or from ``torch.distributed`` when it
-    is initialised) every rank computes the same epoch's batches (same seed and epoch everywhere) and
-    takes every ``num_replicas``-th of them, starting at its ``rank``: disjoint shares, the same number of
-    batches on every rank. Where the batches do not divide evenly, the list is padded with its first
-    batches (their samples are seen twice that epoch, as DistributedSampler pads), or, with
-    ``drop_last``, the remainder is dropped. One replica gives exactly the batches of no replicas.
+    Distributed training (DDP): with ``num_replicas`` ranks and this process's ``rank`` (given, or from
+    ``torch.distributed`` when it is initialised; ``num_replicas`` > 1 without it needs ``rank``) every
+    rank computes the same epoch's batches (same seed and epoch everywhere) and takes every
+    ``num_replicas``-th of them, starting at its ``rank``: disjoint shares, the same number of batches on
+    every rank. Where the batches do not divide evenly, the list is padded with its first batches (their
+    samples are seen twice that epoch, as DistributedSampler pads), or, with ``drop_last``, the remainder
+    is dropped. One replica gives exactly the batches of no replicas.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
@@ -152,12 +153,18 @@ class LengthBucketBatchSampler(Sampler[List[int]]):
 def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> Tuple[int, int]:
     """(ranks, this rank): as given, else torch.distributed's when it is initialised, else (1, 0)."""
     initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is not None and num_replicas < 1:
+        raise ValueError(f"num_replicas={num_replicas}; expected 1 or more (the number of DDP ranks), or None "
+                         "to take it from torch.distributed.")
+    if rank is None and not initialised and num_replicas is not None and num_replicas > 1:
+        # rank 0 by default would give every process the same share
+        raise ValueError(f"num_replicas={num_replicas} but no rank, and torch.distributed is not initialised; "
+                         "pass rank= (this process's rank), or initialise the process group first.")
     if num_replicas is None:
         num_replicas = torch.distributed.get_world_size() if initialised else 1
     if rank is None:
         rank = torch.distributed.get_rank() if initialised else 0
-    if num_replicas < 1:
-        raise ValueError(f"num_replicas={num_replicas}; expected 1 or more (the number of DDP ranks).")
     if not 0 <= rank < num_replicas:
-        raise ValueError(f"rank={rank}; expected 0 .. {num_replicas - 1} for num_replicas={num_replicas}.")
+        raise ValueError(f"rank={rank}; expected 0 .. {num_replicas - 1} for num_replicas={num_replicas}: "
+                         "pass this process's rank (torch.distributed.get_rank()) and the number of ranks.")
     return num_replicas, rank

@@ -118,11 +118,28 @@ def test_ranks_agree_per_seed_and_epoch_and_reshuffle_per_epoch():
     assert share(0, seed=1) != share(0)
 
 
+def test_fewer_batches_than_ranks_are_repeated_in_order():
+    lengths = real_looking_lengths(20)  # 3 batches of 8, 5 ranks: batches 0, 1, 2, then 0 and 1 again
+    plain = list(LengthBucketBatchSampler(lengths, 8, seed=4))
+    ranks = [list(LengthBucketBatchSampler(lengths, 8, seed=4, num_replicas=5, rank=r)) for r in range(5)]
+    assert len(plain) == 3 and ranks == [[batch] for batch in plain + plain[:2]]
+    dropped = [list(LengthBucketBatchSampler(lengths, 8, seed=4, drop_last=True, num_replicas=5, rank=r))
+               for r in range(5)]
+    assert dropped == [[]] * 5  # 2 full batches for 5 ranks: none, rather than some ranks waiting
+
+
 def test_bad_ranks_are_refused():
     with pytest.raises(ValueError, match=r"rank=2; expected 0 \.\. 1 for num_replicas=2"):
         LengthBucketBatchSampler([3, 4], 1, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match=r"rank=-1; expected 0 \.\. 2 for num_replicas=3"):
+        LengthBucketBatchSampler([3, 4], 1, num_replicas=3, rank=-1)
+    with pytest.raises(ValueError, match=r"rank=1; expected 0 \.\. 0 for num_replicas=1"):
+        LengthBucketBatchSampler([3, 4], 1, rank=1)  # no process group: one replica
     with pytest.raises(ValueError, match=r"num_replicas=0; expected 1 or more"):
         LengthBucketBatchSampler([3, 4], 1, num_replicas=0, rank=0)
+    with pytest.raises(ValueError, match=r"num_replicas=2 but no rank, and torch.distributed is not initialised"):
+        LengthBucketBatchSampler([3, 4], 1, num_replicas=2)  # rank 0 on every process would repeat one share
+    assert (LengthBucketBatchSampler([3, 4], 1, num_replicas=1).rank, LengthBucketBatchSampler([3], 1).rank) == (0, 0)
 
 
 def _rank_batches(rank: int, world: int, folder: str) -> None:
