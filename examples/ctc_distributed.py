@@ -7,7 +7,7 @@ identity: one rank, nothing gathered.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple, TypeVar
+from typing import Dict, List, Sequence, Tuple, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -43,20 +43,43 @@ def is_main() -> bool:
     return rank_and_world()[0] == 0
 
 
+def share(size: int, rank: int, world: int) -> range:
+    """The indices of ``size`` that ``rank`` of ``world`` evaluates: every index on exactly one rank."""
+    return range(rank, size, world)
+
+
 def shard(dataset: Dataset) -> Dataset:
-    """This rank's share of an evaluation set: every sample on exactly one rank (``rank::world``)."""
+    """This rank's share of an evaluation set (``share``); the whole set with one rank."""
     rank, world = rank_and_world()
-    return dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))  # type: ignore[arg-type]
+    return dataset if world == 1 else Subset(dataset, share(len(dataset), rank, world))  # type: ignore[arg-type]
+
+
+def whole(dataset: Dataset) -> Dataset:
+    """The evaluation set a ``shard`` was cut from (the set itself with one rank)."""
+    return dataset.dataset if isinstance(dataset, Subset) else dataset
 
 
 def gathered(part: Dict[str, T]) -> Dict[str, T]:
-    """Every rank's dict merged, on every rank (e.g. the hypotheses of each rank's share of dev)."""
+    """Every rank's dict merged (``merged``), on every rank (e.g. the hypotheses of each rank's share of dev)."""
     _, world = rank_and_world()
     if world == 1:
         return part
     parts: List[Dict[str, T]] = [{} for _ in range(world)]
     dist.all_gather_object(parts, part)
-    return {key: value for each in parts for key, value in each.items()}
+    return merged(parts)
+
+
+def merged(parts: Sequence[Dict[str, T]]) -> Dict[str, T]:
+    """The ranks' dicts as one. A key on two ranks is refused: a sample decoded twice would be scored once
+    in the merge, hiding shares that overlap (and then others that are missing)."""
+    out: Dict[str, T] = {}
+    for rank, part in enumerate(parts):
+        twice = sorted(out.keys() & part.keys())
+        if twice:
+            raise ValueError(f"rank {rank} sent {len(twice)} samples an earlier rank sent too ({', '.join(twice[:3])}"
+                             f"); expected disjoint shares: cut them with shard().")
+        out.update(part)
+    return out
 
 
 def summed(*values: float) -> List[float]:

@@ -69,6 +69,7 @@ class TrainOptions:
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     cleanup: bool = True  # train on glosses cleaned by the release's evaluation rules
     resume: bool = False
+    readonly: bool = False  # a finished cache (a copy without lock.mdb, a read-only path): a miss raises
     eval_train: bool = False  # also score the train split (eval mode) after each epoch
     stop_at_train_wer_zero: bool = False  # the demo's memorisation check
     settings: Optional[ExtractorSpec] = None  # what the cache holds; None: MediaPipe Holistic's defaults
@@ -144,7 +145,8 @@ def _loaders(options: TrainOptions, vocab: Vocabulary) -> Tuple[PhoenixLandmarks
     """The train set, and the loaders over it (batches by length; in order, to evaluate) and over dev."""
     def dataset(split: str) -> PhoenixLandmarks:
         return PhoenixLandmarks(options.root, split, cache=options.cache, release=options.release, vocab=vocab,
-                                settings=_spec(options.settings), transform=Normalize(mode="frame"))
+                                settings=_spec(options.settings), transform=Normalize(mode="frame"),
+                                readonly=options.readonly)
 
     # Own generators: a loader draws its workers' base seed when its iterator is made, which on a
     # resumed run happens at another epoch; from the global RNG that would shift every dropout mask.
@@ -238,7 +240,7 @@ def _train_epoch(run: _Run, epoch: int) -> Tuple[float, float, float, int]:
 def decode_split(model: CtcRecognizer, loader: DataLoader, vocab: Vocabulary,
                  device: torch.device) -> Tuple[Dict[str, List[str]], Dict[str, Tuple[str, ...]]]:
     """Greedy hypotheses and the corpus glosses of every sample: ``({id: glosses}, {id: glosses})``,
-    gathered from every rank's share."""
+    gathered from every rank's share; each sample exactly once (checked)."""
     model.eval()
     hypotheses, references = {}, {}
     for batch in loader:
@@ -247,7 +249,12 @@ def decode_split(model: CtcRecognizer, loader: DataLoader, vocab: Vocabulary,
         for sample_id, ids, text in zip(batch["id"], greedy_decode(log_probs, lengths), batch["gloss_text"]):
             hypotheses[sample_id] = vocab.decode(ids)
             references[sample_id] = tuple(text.split())
-    return distributed.gathered(hypotheses), distributed.gathered(references)
+    hypotheses, references = distributed.gathered(hypotheses), distributed.gathered(references)
+    expected = len(distributed.whole(loader.dataset))  # type: ignore[arg-type]
+    if len(hypotheses) != expected:  # scored as it is, the WER would silently leave samples out
+        raise RuntimeError(f"{len(hypotheses)} of {expected} samples were decoded; expected every sample on "
+                           "one rank (shares cut by ctc_distributed.shard).")
+    return hypotheses, references
 
 
 def _evaluate(run: _Run) -> Tuple[WerResult, Optional[float]]:

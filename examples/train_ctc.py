@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import ctc_distributed as distributed
 from ctc_training import EpochStats, TrainOptions, demo_options, prepare_demo, resolve_device, train
 
+from phoenix_data.extract import ExtractorSpec
+
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +39,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-cleanup", action="store_true", help="train on the raw glosses")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--readonly", action="store_true",
+                   help="open a finished cache read-only (a copy without lock.mdb, a read-only path)")
     p.add_argument("--demo", action="store_true", help="build + warm the demo tree and memorise its train split")
     p.add_argument("--demo-dir", type=Path, help="where --demo builds (default: a new temporary folder)")
     args = p.parse_args(argv)
@@ -47,19 +51,20 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def options_from(args: argparse.Namespace) -> TrainOptions:
+def options_from(args: argparse.Namespace, spec: Optional[ExtractorSpec] = None) -> TrainOptions:
     if args.demo:
         demo_dir = args.demo_dir or Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
         if distributed.is_main():  # one rank builds and warms; the others wait for it
             print(f"demo tree: {demo_dir} (building and warming its cache)", flush=True)
-            prepare_demo(demo_dir, workers=max(args.num_workers, 1))
+            prepare_demo(demo_dir, workers=max(args.num_workers, 1), settings=spec)
         distributed.barrier()
         return demo_options(demo_dir, out_dir=args.out, num_workers=args.num_workers, seed=args.seed,
-                            resume=args.resume, device=args.device)
+                            resume=args.resume, device=args.device, readonly=args.readonly, settings=spec)
     return TrainOptions(root=args.root, cache=args.cache, out_dir=args.out, release=args.release,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
                         dropout=args.dropout, num_workers=args.num_workers, threads=args.threads,
-                        seed=args.seed, device=args.device, cleanup=not args.no_cleanup, resume=args.resume)
+                        seed=args.seed, device=args.device, cleanup=not args.no_cleanup, resume=args.resume,
+                        readonly=args.readonly, settings=spec)
 
 
 def print_epoch(stats: EpochStats) -> None:
@@ -69,13 +74,15 @@ def print_epoch(stats: EpochStats) -> None:
           f"{stats.samples_per_s:6.1f} samples/s | waiting for data {100 * stats.wait_share:4.1f}%", flush=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, spec: Optional[ExtractorSpec] = None) -> int:
+    """The command; ``spec``: another extractor than MediaPipe Holistic (tests: the fake), as the
+    package's commands take it."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _, joined = distributed.start(resolve_device(args.device))  # under torchrun: join before the demo is built
     try:
         main_rank = distributed.is_main()
-        options = options_from(args)
+        options = options_from(args, spec)
         history = train(options, on_epoch=print_epoch)
     finally:
         distributed.stop(joined)

@@ -92,7 +92,10 @@ def test_two_ranks_memorise_the_demo_score_every_dev_sample_once_and_resume_on_o
     import json
 
     import torch.multiprocessing as mp
-    from ctc_training import CHECKPOINT, _build, _evaluate, _resume
+    from ctc_training import CHECKPOINT, _build, _evaluate, _resume, decode_split
+    from torch.utils.data import DataLoader, Subset
+
+    from phoenix_data import collate_ctc
 
     options = demo_options(warmed_demo, out_dir=tmp_path / "ddp", num_workers=0, settings=FAKE)
     mp.spawn(_rank_main, args=(2, _free_port(), options, str(tmp_path / "history")), nprocs=2)
@@ -112,7 +115,69 @@ def test_two_ranks_memorise_the_demo_score_every_dev_sample_once_and_resume_on_o
     last = history[-1]
     assert (dev.wer, dev.substitutions, dev.deletions, dev.insertions) == (
         last["dev_wer"], last["dev_sub"], last["dev_del"], last["dev_ins"])
+    with pytest.raises(RuntimeError, match=r"1 of 2 samples were decoded"):  # a lost share is not scored silently
+        decode_split(run.module, DataLoader(Subset(run.dev_loader.dataset, [0]), collate_fn=collate_ctc),
+                     run.vocab, run.device)
     # a checkpoint of two ranks resumes on one
     more = train(dataclasses.replace(options, resume=True, epochs=len(history) + 1, stop_at_train_wer_zero=False))
     assert len(more) == len(history) + 1
     assert [dataclasses.asdict(h) for h in more[:len(history)]] == history
+
+
+def test_shares_of_an_evaluation_set_cover_it_once_and_overlaps_are_refused():
+    from ctc_distributed import merged, share
+
+    for world in (1, 2, 3):
+        for size in (0, 2, 7):
+            assert sorted(i for rank in range(world) for i in share(size, rank, world)) == list(range(size))
+    assert merged([{"a": 1}, {"b": 2}, {}]) == {"a": 1, "b": 2}
+    with pytest.raises(ValueError, match=r"rank 2 sent 1 samples an earlier rank sent too \(a\)"):
+        merged([{"a": 1}, {"b": 2}, {"a": 1, "c": 3}])  # merged silently, "a" would be scored once
+
+
+def test_demo_under_torchrun_needs_one_demo_dir_for_every_rank(monkeypatch, capsys):
+    from train_ctc import parse_args
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        parse_args(["--demo"])
+    assert "--demo under torchrun needs --demo-dir DIR" in capsys.readouterr().err
+    assert parse_args(["--demo", "--demo-dir", "/tmp/x"]).demo_dir == Path("/tmp/x")
+
+
+def test_torchrun_resumes_a_one_rank_checkpoint_on_two_ranks_from_a_read_only_copy_of_the_cache(warmed_demo, tmp_path):
+    """The command itself under torchrun (its environment, rank 0 alone printing), each rank with a DataLoader
+    worker reading a copy of the cache shipped as docs/distributed.md says: data.mdb alone, opened read-only."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ctc_training import DEMO_RELEASE, TrainOptions
+    from helpers import REPO_ROOT, RUN_TIMEOUT
+
+    copy = tmp_path / "cache"
+    copy.mkdir()
+    shutil.copy(warmed_demo / "cache" / "data.mdb", copy / "data.mdb")
+    root, out = warmed_demo / "phoenix2014-release", tmp_path / "run"
+    first = train(TrainOptions(root=root, cache=copy, out_dir=out, release=DEMO_RELEASE, epochs=1, batch_size=3,
+                               hidden=32, num_workers=0, threads=1, readonly=True, settings=FAKE))
+    script = tmp_path / "train_fake.py"  # the command with the fake extractor (its test hook)
+    script.write_text("import sys\nfrom train_ctc import main\nfrom phoenix_data.extract.fake import "
+                      "FakeExtractorSettings\nsys.exit(main(spec=FakeExtractorSettings()))\n")
+    paths = [str(REPO_ROOT / "examples"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", str(script), "--root", str(root), "--release", DEMO_RELEASE,
+               "--cache", str(copy), "--out", str(out), "--epochs", "2", "--batch-size", "3", "--hidden", "32",
+               "--num-workers", "1", "--threads", "1", "--readonly", "--resume"]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)}, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    printed = [line for line in done.stdout.splitlines() if line.startswith("epoch")]
+    assert len(printed) == 1 and printed[0].startswith("epoch   2 "), done.stdout  # rank 0 alone, epoch 2 alone
+    assert "/ 11)" in printed[0]  # both dev sentences scored, each once
+    with open(out / LOG_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert float(rows[0]["train_loss"]) == first[0].train_loss and int(rows[1]["dev_words"]) == 11
+    assert not (copy / "lock.mdb").exists()  # read without LMDB's lock file, as on a read-only path
