@@ -9,6 +9,8 @@ of frames) written with ``LandmarkCache.put`` under the fake extractor's setting
 corpus CSV (no frames: every sample is cached). The Dataset is opened ``readonly=True`` with those settings.
 
 - ``dtype=torch.float16`` rows: the same without transforms, landmarks left as the cache stores them.
+- "no batch memory reused" rows: ``num_workers=0`` with every batch written into new memory (the main
+  process's reuse of earlier batches' memory switched off): its gain, measured in the same run.
 - decode limit: one process, torch on 1 thread, each record read (``LandmarkCache.get(key, float16=True)``)
   and its landmarks made a float32 tensor: samples/s of one core. The 2-core limit is twice that.
 - epochs: ``DataLoader(ds, batch_sampler=LengthBucketBatchSampler(ds.lengths(), B, seed=0),
@@ -39,7 +41,7 @@ SCRIPT = Path(__file__).resolve()
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "phoenix_bench_loader"
 SAMPLES = 600
 CONFIGS = [(workers, batch, transform) for transform in ("none", "typical") for batch in (8, 32)
-           for workers in (0, 2)] + [(0, 32, "float16"), (2, 32, "float16")]
+           for workers in (0, 2)] + [(0, 32, "float16"), (2, 32, "float16"), (0, 32, "fresh"), (0, 8, "fresh")]
 
 
 def child_populate(work: Path, samples: int) -> dict:
@@ -54,14 +56,15 @@ def child_populate(work: Path, samples: int) -> dict:
 
 
 def make_dataset(info: dict, transform: str):
-    """``transform``: "none", "typical", or "float16" (no transforms, ``dtype=torch.float16``)."""
+    """``transform``: "none", "typical", "float16" (no transforms, ``dtype=torch.float16``) or "fresh" (no
+    transforms, every batch in new memory: what the main process did before it reused batch memory)."""
     import torch
 
     from phoenix_data.dataset import PhoenixLandmarks
     from phoenix_data.transforms import Compose, Mirror, Normalize, RandomAffine, SelectPoints, TimeWarp
 
     size = (210, 260)
-    pipeline = None if transform in ("none", "float16") else Compose([
+    pipeline = None if transform in ("none", "float16", "fresh") else Compose([
         SelectPoints("pose_upper_body", "left_hand", "right_hand", "lips"), Normalize(image_size=size),
         Mirror(p=0.5), RandomAffine(image_size=size), TimeWarp(speed=(0.8, 1.25))], seed=0)
     return PhoenixLandmarks(info["root"], C.SPLIT, cache=info["cache"], release=C.RELEASE, readonly=True,
@@ -96,6 +99,10 @@ def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: i
     from phoenix_data import LengthBucketBatchSampler, collate_ctc
 
     dataset = make_dataset(info, transform)
+    if transform == "fresh":
+        from phoenix_data import batching
+
+        batching._MEMORY._use_count = None  # reuse nothing
     sampler = LengthBucketBatchSampler(dataset.lengths(), batch, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=workers,
                         persistent_workers=workers > 0)
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
         cores = 1 if workers == 0 else 2
         figures[f"w{workers}_b{batch}_{transform}"] = rate
         what = {"none": "no transforms", "typical": "typical transforms",
-                "float16": "no transforms, dtype=torch.float16"}[transform]
+                "float16": "no transforms, dtype=torch.float16",
+                "fresh": "no transforms, no batch memory reused"}[transform]
         rows.append([f"num_workers={workers}, batch {batch}, {what}",
                      f"{rate:,.0f}", f"{rate / (cores * limit):.3f} of the {cores}-core limit",
                      C.spread(runs[f"{workers} {batch} {transform}"], "{:,.0f}")])
@@ -150,6 +158,9 @@ def main(argv=None) -> int:
               figures["w0_b32_none"] / limit, 0.6, True),
              ("typical transforms with 2 workers, batch 32: epoch time <= 1.3x the plain one",
               figures["w2_b32_none"] / figures["w2_b32_typical"], 1.3, False)]
+    for batch in (32, 8):
+        print(f"num_workers=0, batch {batch}: batch memory reused / new memory each batch: "
+              f"{figures[f'w0_b{batch}_none'] / figures[f'w0_b{batch}_fresh']:.2f}x")
     for text, value, target, at_least in goals:
         ok = value >= target if at_least else value <= target
         print(f"{text}: {value:.3f} -> {C.verdict(ok)}")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
 import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -63,16 +66,78 @@ def _batched(tensors: List[torch.Tensor], sizes: List[int]) -> torch.Tensor:
 _PADDED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
 
 
+class _BatchMemory:
+    """Memory of this process's earlier batches, reused once nothing holds it any more.
+
+    Writing a batch into new memory costs more than decoding it: every page is faulted in fresh
+    (benchmarks/bench_loader.py; docs/performance.md). So the main process keeps the storages of its
+    last few batches and gives one out again only when the pool's own reference is its storage's only
+    one: no tensor, view, row, ``.numpy()`` array or DLPack capsule of that batch is alive anywhere in
+    the process. A storage moved to shared memory (the batch was sent to another process, which may
+    still read it) is never reused. At most ``SLOTS`` storages are kept (two batches' three tensors).
+    """
+
+    SLOTS = 6
+    STEP = 1 << 20  # sizes rounded up to this, plus an eighth, so batches of similar length share memory
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._kept: List[torch.UntypedStorage] = []
+        self._use_count = getattr(torch._C, "_storage_Use_Count", None)  # None: reuse nothing
+        self._own_refs = self._python_refs([torch.UntypedStorage(0)], 0)  # this code's own, measured
+
+    @staticmethod
+    def _python_refs(kept: List[torch.UntypedStorage], index: int) -> int:
+        storage = kept[index]
+        return sys.getrefcount(storage)
+
+    def _free(self, index: int) -> bool:
+        """Whether nothing but this pool holds storage ``index``: no tensor (its C++ count) and no
+        Python reference to the storage object (``tensor.untyped_storage()`` returns this very object)."""
+        if self._use_count is None or self._python_refs(self._kept, index) != self._own_refs:
+            return False  # (counted before this function holds a reference of its own)
+        storage = self._kept[index]
+        return self._use_count(storage._cdata) == 1 and not storage.is_shared()
+
+    def tensor(self, nbytes: int, dtype: torch.dtype, shape: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
+        """An uninitialised Tensor[shape] (``nbytes``) on a storage nothing else holds; under the lock
+        until the tensor holds it, so two threads never get one storage."""
+        with self._lock:
+            storage = self._take(nbytes)
+            return torch.empty((0,), dtype=dtype).set_(storage, 0, shape, strides)
+
+    def _take(self, nbytes: int) -> torch.UntypedStorage:
+        if self._pid != os.getpid():  # a forked child: the storages it inherited are not its batches'
+            self._pid, self._kept = os.getpid(), []
+        self._kept = [s for s in self._kept if not s.is_shared()]
+        free = sorted((self._kept[i] for i in range(len(self._kept)) if self._free(i)), key=lambda s: s.nbytes())
+        for storage in free:
+            if nbytes <= storage.nbytes() <= 4 * nbytes + self.STEP:
+                return storage
+        storage = torch.UntypedStorage(-(-(nbytes + nbytes // 8) // self.STEP) * self.STEP)
+        if self._use_count is not None:
+            if len(self._kept) >= self.SLOTS and free:  # make room: drop the smallest unused one
+                self._kept = [s for s in self._kept if s is not free[0]]
+            if len(self._kept) < self.SLOTS:
+                self._kept.append(storage)
+        return storage
+
+
+_MEMORY = _BatchMemory()
+
+
 def padded_batch(shape: Tuple[int, ...], dtype: torch.dtype, sizes: Sequence[int]) -> torch.Tensor:
     """An uninitialised Tensor[shape] whose rows are zero after ``sizes[b]`` frames; in shared memory in a
     DataLoader worker (as torch's ``default_collate`` allocates), so the batch reaches the main process
-    without another copy."""
+    without another copy. Elsewhere (``num_workers=0``) in memory of an earlier batch that nothing holds
+    any more (``_BatchMemory``), or new memory."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]  # contiguous, and no view: rows' _base
     if get_worker_info() is not None:
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]  # contiguous, and no view: rows' _base
         out = torch.empty((0,), dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape, strides)
     else:
-        out = torch.empty(shape, dtype=dtype)
+        out = _MEMORY.tensor(nbytes, dtype, shape, strides)
     for b, size in enumerate(sizes):
         if size < shape[1]:
             out[b, size:] = 0

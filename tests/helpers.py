@@ -123,9 +123,53 @@ def warm_cmd(*args: object, real: bool = False) -> List[str]:
 
 
 def run_warm(*args: object, real: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    """Run the job to the end; stderr is a pipe, so the job logs heartbeat lines, not a bar."""
-    return subprocess.run(warm_cmd(*args, real=real), capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                          env=env)
+    """Run the job to the end; stderr is not a terminal, so the job logs heartbeat lines, not a bar.
+
+    With the fake extractor the command runs in this process (``warm_here``: a Python start and a torch
+    import less per run); with MediaPipe, another environment, or after this process built a MediaPipe
+    graph (the job's workers fork from it), as a subprocess.
+    """
+    from phoenix_data.extract import fork_unsafe_builds
+
+    if real or env is not None or fork_unsafe_builds():
+        return subprocess.run(warm_cmd(*args, real=real), capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                              env=env)
+    return warm_here(*args)
+
+
+def warm_here(*args: object) -> subprocess.CompletedProcess:
+    """``phoenix-warm-cache`` with the fake extractor, run by its ``main`` in this process: the same
+    parsing, job, reports, stdout, log lines and exit status as the subprocess. Its LMDB environments are
+    closed after it, as a process exit closes them. A run past ``RUN_TIMEOUT`` ends this process with
+    every thread's traceback rather than hanging the suite."""
+    import faulthandler
+    import io
+    import logging
+
+    from phoenix_data.cache.lmdb_env import close_every_process_handle
+    from phoenix_data.cli.warm import main
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)  # the command's log lines; basicConfig skips a root with handlers
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("phoenix_data")
+    level = logger.level
+    logger.addHandler(handler)
+    faulthandler.dump_traceback_later(RUN_TIMEOUT, exit=True)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv, spec=FakeExtractorSettings(float(os.environ.get(FAKE_DELAY_ENV, FAKE_DELAY))))
+            except SystemExit as exc:  # argparse's errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        close_every_process_handle()
+    return subprocess.CompletedProcess(["phoenix-warm-cache", *argv], code, out.getvalue(), err.getvalue())
 
 
 def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:

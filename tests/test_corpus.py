@@ -547,16 +547,21 @@ def _bad_tree(tmp_path: Path, corpus_fixtures: Path, damage: str) -> Path:
 
 @pytest.mark.parametrize("damage, says", [("bytes", r"dev.corpus.csv:3: not UTF-8"),
                                           ("repeat", r"dev.corpus.csv:3: id '.*' repeats line 2")])
-def test_commands_and_dataset_give_one_line_for_a_bad_csv(corpus_fixtures, tmp_path, damage, says):
+def test_commands_and_dataset_give_one_line_for_a_bad_csv(corpus_fixtures, tmp_path, capsys, damage, says):
     import re
 
+    from phoenix_data.cli import COMMANDS
+    from phoenix_data.dataset import PhoenixLandmarks
+
     release_dir = _bad_tree(tmp_path, corpus_fixtures, damage)
-    code = ("import sys\nfrom phoenix_data.dataset import PhoenixLandmarks\n"
-            f"PhoenixLandmarks({str(release_dir)!r}, 'dev', cache={str(tmp_path / 'c')!r})\n")
-    dataset = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "phoenix_data.corpus.CorpusError: " in dataset.stderr and re.search(says, dataset.stderr)
-    for module in ("warm-cache", "dataset"):
-        done = subprocess.run([sys.executable, "-m", "phoenix_data.cli", module, "--root", release_dir,
-                               "--cache", tmp_path / "c"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2, (module, done.stdout, done.stderr)
-        assert re.search(says, done.stderr) and done.stderr.count("\n") == 1, (module, done.stderr)
+    with pytest.raises(CorpusError, match=says):
+        PhoenixLandmarks(release_dir, "dev", cache=tmp_path / "c")
+    for command in ("warm-cache", "dataset"):  # as `python -m phoenix_data.cli COMMAND ...` runs them
+        capsys.readouterr()
+        try:
+            status = COMMANDS[command](["--root", str(release_dir), "--cache", str(tmp_path / "c")])
+        except SystemExit as exc:  # argparse's exit: the console script's exit status
+            status = exc.code
+        err = capsys.readouterr().err
+        assert status == 2, (command, err)
+        assert re.search(says, err) and err.count("\n") == 1, (command, err)

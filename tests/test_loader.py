@@ -158,3 +158,81 @@ def test_items_of_a_batch_read_are_independent_of_later_batches(cached):
     ds.__getitems__([0, 1])
     assert torch.equal(first[0]["landmarks"], kept)
     assert np.isfinite(kept.numpy()).all()
+
+
+# --- memory of earlier batches (num_workers=0): reused only when nothing holds it -----------------------
+
+def _batch_memory(batch: dict) -> set:
+    return {batch[key].untyped_storage().data_ptr() for key in ("landmarks", "confidence", "valid")}
+
+
+def test_a_batch_nobody_holds_lends_its_memory_to_the_next(cached):
+    ds = dataset(cached)
+    first = collate_ctc(ds.__getitems__([0, 1, 2]))
+    memory = _batch_memory(first)
+    del first
+    second = collate_ctc(ds.__getitems__([0, 1, 2]))
+    assert _batch_memory(second) == memory  # reused: no fresh pages to fault in
+    expected = collate_ctc([ds[i] for i in (0, 1, 2)])
+    assert all(torch.equal(second[k], expected[k]) for k in ("landmarks", "confidence", "valid"))
+
+
+def _hold(batch: dict, holder: str):
+    """What a caller may keep of a batch: the batch, a row (a view), a NumPy array, a DLPack capsule, or
+    the storage object."""
+    landmarks = batch["landmarks"]
+    if holder == "batch":
+        return batch
+    if holder == "row":
+        return landmarks[1, :4]
+    if holder == "numpy":
+        return landmarks[0].numpy()
+    if holder == "dlpack":
+        return torch.utils.dlpack.to_dlpack(landmarks)
+    return landmarks.untyped_storage()
+
+
+@pytest.mark.parametrize("holder", ["batch", "row", "numpy", "dlpack", "storage"])
+def test_memory_anything_still_holds_is_never_reused(cached, holder):
+    ds = dataset(cached)
+    first = collate_ctc(ds.__getitems__([3, 6]))
+    kept = _hold(first, holder)
+    snapshot = first["landmarks"].clone()
+    pointer = first["landmarks"].untyped_storage().data_ptr()
+    del first
+    for indices in ([6, 3], [3, 6], [0, 1], [3, 6]):  # the same shapes again, and other ones
+        later = collate_ctc(ds.__getitems__(indices))
+        assert pointer not in _batch_memory(later), holder
+    if holder == "batch":
+        assert torch.equal(kept["landmarks"], snapshot)
+    elif holder == "row":
+        assert torch.equal(kept, snapshot[1, :4])
+    elif holder == "numpy":
+        assert torch.equal(torch.from_numpy(kept), snapshot[0])
+    elif holder == "dlpack":
+        assert torch.equal(torch.utils.dlpack.from_dlpack(kept), snapshot)
+
+
+def test_memory_sent_to_another_process_is_never_reused(cached):
+    ds = dataset(cached)
+    first = collate_ctc(ds.__getitems__([3, 6]))
+    first["landmarks"].share_memory_()  # what a multiprocessing queue does to a tensor it sends
+    pointer = first["landmarks"].untyped_storage().data_ptr()
+    del first
+    later = collate_ctc(ds.__getitems__([3, 6]))
+    assert pointer not in _batch_memory(later)
+
+
+def test_an_epoch_kept_whole_holds_every_batch_intact(cached):
+    """num_workers=0, every batch kept: each one still equals its single reads after the epoch."""
+    ds = dataset(cached)
+    sampler = LengthBucketBatchSampler(ds.lengths(), 3, seed=2)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=0)
+    kept = list(zip(sampler, loader))
+    assert len(kept) > 2
+    for indices, batch in kept:  # compared with single reads: they pad nothing, so they take no batch memory
+        for b, index in enumerate(indices):
+            item, size = ds[index], int(batch["lengths"][b])
+            for key in ("landmarks", "confidence", "valid"):
+                assert torch.equal(batch[key][b, :size], item[key]), key
+                assert not batch[key][b, size:].any(), key  # padding still zero

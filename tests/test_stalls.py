@@ -9,6 +9,7 @@ import shutil
 
 import cv2
 import pytest
+import torch.utils.data
 from helpers import MULTI, read_json
 from torch.utils.data import DataLoader
 
@@ -58,6 +59,8 @@ def test_a_hung_worker_costs_its_sample_only(demo_dir, tmp_path, monkeypatch):
     started_by_fork = mp.get_start_method() == "fork"
     monkeypatch.setattr(run_module, "RESULT_TIMEOUT_SECONDS", 2.0 if started_by_fork else 15.0)
     monkeypatch.setattr(helper_module, "HUNG_SECONDS", 1.0)
+    # torch's wait for a worker to exit before it terminates it (5 s; the hung one never does)
+    monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 1.0)
     root, samples = hanging_tree(demo_dir, tmp_path)
     outcome = warm(WarmOptions(root=root, cache=tmp_path / "c", settings=FAKE, workers=2, progress_bar=False,
                                heartbeat=0))
@@ -105,8 +108,12 @@ def test_a_sample_without_frames_raises_on_the_dataset_path_naming_it(demo_dir, 
     dataset = PhoenixLandmarks(root, "dev", cache=tmp_path / "c", settings=FAKE)
     with pytest.raises(FramesError, match="holds no PNG frames"):
         dataset[0]  # the main process: through the helper
-    with pytest.raises(Exception, match="holds no PNG frames"):  # re-raised by the DataLoader from its worker
-        list(DataLoader(dataset, batch_size=None, num_workers=2))
+    batches = iter(DataLoader(dataset, batch_size=None, num_workers=2))
+    try:
+        with pytest.raises(Exception, match="holds no PNG frames"):  # re-raised by the DataLoader from its worker
+            next(batches)
+    finally:  # now: collected later (the traceback holds it), its queues may close first; each join then waits 5 s
+        batches._shutdown_workers()
     assert dataset[1]["num_frames"] == len(list_frames(samples[1].frames_dir))  # the next sample still reads
 
 

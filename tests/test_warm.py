@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +40,6 @@ from helpers import (
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli.warm import main
 from phoenix_data.corpus import find_release, read_release_split
-from phoenix_data.demo import build_demo
 from phoenix_data.extract.fake import HAND_THRESHOLD
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames, read_frames_rgb
@@ -281,8 +281,8 @@ def _break_samples(tree: Path):
     return samples, corrupt_png, good_bytes
 
 
-def test_failures_are_listed_and_retried_on_request(tmp_path):
-    build_demo(tmp_path / "tree")
+def test_failures_are_listed_and_retried_on_request(demo_dir, tmp_path):
+    shutil.copytree(demo_dir, tmp_path / "tree")
     (corrupt, empty, nobody), corrupt_png, good_bytes = _break_samples(tmp_path / "tree")
     args = ("--root", tmp_path / "tree", "--cache", tmp_path / "cache", "--release", "multisigner",
             "--split", "train", "--workers", 2)

@@ -39,7 +39,6 @@ from helpers import (
 
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.corpus import find_release, read_release_split
-from phoenix_data.demo import build_demo
 from phoenix_data.extract.fake import CRASH_COLOUR, FakeExtractorSettings, fault_frame
 from phoenix_data.frames import list_frames
 
@@ -75,9 +74,9 @@ def no_failures(cache: Path) -> dict:
 
 # --- a sample that kills its worker ---------------------------------------------------------------
 
-def test_sample_that_crashes_its_worker_fails_alone_and_the_run_finishes(tmp_path):
+def test_sample_that_crashes_its_worker_fails_alone_and_the_run_finishes(demo_dir, tmp_path):
     """A frame that aborts the extracting process: in a worker, then alone in the helper: failed."""
-    build_demo(tmp_path / "tree")
+    shutil.copytree(demo_dir, tmp_path / "tree")
     samples = read_release_split(find_release(tmp_path / "tree", "multisigner"), "train")
     crashing = samples[1]
     cv2.imwrite(str(list_frames(crashing.frames_dir)[0]), fault_frame(CRASH_COLOUR)[..., ::-1])  # BGR on disk

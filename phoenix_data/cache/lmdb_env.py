@@ -246,16 +246,16 @@ def _drop_inherited(handle: _Handle) -> None:
     handle.env.close()
 
 
-def _close_before_fork() -> None:
-    """Close this process's environments before it forks (DataLoader workers, multiprocessing).
+def close_every_process_handle() -> None:
+    """Close this process's environments; they reopen lazily on their next use.
 
-    An environment must not cross fork(): a child that used or even closed it would clear the
-    parent's reader slot, and a writer could then reuse pages the parent is reading. Handles
-    reopen lazily on their next use, in the parent and in each child.
+    Before this process forks (DataLoader workers, multiprocessing): an environment must not cross
+    fork(), since a child that used or even closed it would clear the parent's reader slot, and a
+    writer could then reuse pages the parent is reading. Also when a job run in-process ends.
     """
     for key in [k for k, h in _HANDLES.items() if h.pid == os.getpid()]:
         _HANDLES.pop(key).env.close()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_close_before_fork)
+    os.register_at_fork(before=close_every_process_handle)

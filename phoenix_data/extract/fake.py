@@ -9,6 +9,7 @@ every MediaPipe setting: a cache never mixes the two.
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import os
@@ -104,6 +105,7 @@ def _fault_on_demand(frame: np.ndarray) -> None:
     if corner not in (CRASH_COLOUR, HANG_COLOUR) or not np.all(frame == frame[0, 0]):
         return
     if corner == CRASH_COLOUR:
+        faulthandler.disable()  # a native abort, not a Python traceback on an inherited stderr
         os.abort()
     while True:  # hung: only a kill ends it
         time.sleep(60)
