@@ -107,9 +107,15 @@ def test_pickles_without_its_environment(tmp_path):
 
 
 def _writer(path, worker, count, map_size):
-    cache = LandmarkCache(path, SETTINGS, map_size=map_size)
-    for i in range(count):
-        cache.put(f"w{worker}/{i}", fake_record(20 + i % 7, seed=worker * 1000 + i))
+    try:
+        cache = LandmarkCache(path, SETTINGS, map_size=map_size)
+        for i in range(count):
+            cache.put(f"w{worker}/{i}", fake_record(20 + i % 7, seed=worker * 1000 + i))
+    except BaseException:  # for the assertion's message: why this writer failed, not only its exit code
+        import traceback
+
+        (path.parent / f"writer{worker}.txt").write_text(traceback.format_exc())
+        raise
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -121,9 +127,10 @@ def test_two_processes_write_at_once(tmp_path, start_method):
     procs = [context.Process(target=_writer, args=(path, w, 40, 1 << 20)) for w in range(2)]
     for proc in procs:
         proc.start()
-    for proc in procs:
+    for worker, proc in enumerate(procs):
         proc.join(120)
-        assert proc.exitcode == 0
+        failure = tmp_path / f"writer{worker}.txt"
+        assert proc.exitcode == 0, (proc.exitcode, failure.read_text() if failure.exists() else "no Python error")
     cache = LandmarkCache(path, SETTINGS, readonly=True)
     assert len(list(cache.keys())) == 80
     for w in range(2):
