@@ -193,7 +193,15 @@ def pytest_configure(config):
         multiprocessing.set_start_method(method, force=True)
 
 
+# Modules whose tests make the test process a Ray driver. On Python 3.13 a DataLoader worker forked
+# from a process that has been one dies of a segmentation fault (seen with ray.shutdown() done), so
+# they run last: pytest-xdist hands out files in this order (--dist loadfile), and nothing that forks
+# runs after them in their process.
+RAY_DRIVER_MODULES = {"test_warm_ray.py"}
+
+
 def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name in RAY_DRIVER_MODULES)  # stable: the rest keep their order
     for item in items:
         if MEDIAPIPE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("in_child"):
             item.add_marker(pytest.mark.mediapipe)
