@@ -195,8 +195,7 @@ def pytest_configure(config):
 
 # Modules whose tests make the test process a Ray driver. On Python 3.13 a DataLoader worker forked
 # from a process that has been one dies of a segmentation fault (seen with ray.shutdown() done), so
-# they run last: pytest-xdist hands out files in this order (--dist loadfile), and nothing that forks
-# runs after them in their process.
+# they run last: pytest-xdist hands tests out in this order, and nothing that forks runs after them.
 RAY_DRIVER_MODULES = {"test_warm_ray.py"}
 
 
