@@ -278,6 +278,7 @@ class _RayRunner:
         held = sorted((order, ref, task) for ref, (actor, task, order) in self.in_flight.items() if actor == index)
         for _, ref, _ in held:
             del self.in_flight[ref]
+        held = [(order, ref, task) for order, ref, task in held if not self._finished_before_death(ref)]
         node = self.where.get(index, {}).get("node", "?")
         self.progress.note(f"[warm] a Ray actor on {node} died ({type(exc).__name__}); giving its "
                            f"{len(held)} sample(s) to the {len(self.actors)} left")
@@ -291,6 +292,19 @@ class _RayRunner:
             else:
                 self._release(task)  # back in the queue: claimed again when it is sent
                 pending.appendleft(task)
+
+    def _finished_before_death(self, ref) -> bool:
+        """Whether the dead actor had finished this sample (its result ready, not collected yet): then
+        the result is stored, and the death is not blamed on it nor the sample sent again."""
+        ready, _ = self.ray.wait([ref], num_returns=1, timeout=0)
+        if not ready:
+            return False
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.RayError:  # died with the actor (or raised: handled as before, sent again)
+            return False
+        self._store(result)
+        return True
 
     def _store(self, result: ActorResult) -> None:
         """Write one actor result to the cache (one commit) and record it; a cache error stops the run."""
