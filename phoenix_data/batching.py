@@ -94,11 +94,11 @@ class _BatchMemory:
 
     def _free(self, index: int) -> bool:
         """Whether nothing but this pool holds storage ``index``: no tensor (its C++ count) and no
-        Python reference to the storage object (``tensor.untyped_storage()`` returns this very object)."""
+        Python reference to the storage object (``tensor.untyped_storage()`` returns this very object).
+        Shared storages are dropped from the pool before this is asked (``_take``)."""
         if self._use_count is None or self._python_refs(self._kept, index) != self._own_refs:
             return False  # (counted before this function holds a reference of its own)
-        storage = self._kept[index]
-        return self._use_count(storage._cdata) == 1 and not storage.is_shared()
+        return self._use_count(self._kept[index]._cdata) == 1
 
     def tensor(self, nbytes: int, dtype: torch.dtype, shape: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
         """An uninitialised Tensor[shape] (``nbytes``) on a storage nothing else holds; under the lock
