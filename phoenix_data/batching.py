@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
-import threading
 import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler, get_worker_info
+
+from .batch_memory import SentBatch, batch_tensors
 
 MASKS = ("valid", "imputed")  # per point and frame, padded with False
 
@@ -23,126 +22,66 @@ def collate_ctc(items: Sequence[Dict]) -> Dict:
     lengths], concatenated gloss ids), ``target_lengths`` (LongTensor[B]), and per-sample lists ``id``,
     ``signer``, ``gloss_text``, ``translation``.
 
-    In a DataLoader worker the padded tensors are allocated in shared memory (as torch's
-    ``default_collate`` does), so a batch reaches the main process without another copy; only the
-    padding is zeroed. Items that ``PhoenixLandmarks.__getitems__`` decoded into one padded batch are
-    not copied at all.
+    The padded tensors share one storage. In a DataLoader worker it is shared memory of the worker's
+    pool, reused once the main process has let go of the batch (``batch_memory``): the batch reaches
+    the main process without another copy, as a plain dict. Items that ``PhoenixLandmarks.__getitems__``
+    decoded into one padded batch are not copied at all.
     """
     if not items:
         raise ValueError("collate_ctc got an empty batch.")
     # from the tensors, not item["num_frames"]: a transform may have dropped or resampled frames
-    lengths = torch.tensor([int(item["landmarks"].shape[0]) for item in items], dtype=torch.long)
-    sizes = lengths.tolist()
-    landmarks, confidence = (_batched([item[key] for item in items], sizes) for key in ("landmarks", "confidence"))
-    masks = {key: _batched([item[key] for item in items], sizes) for key in MASKS if key in items[0]}
+    sizes = [int(item["landmarks"].shape[0]) for item in items]
+    keys = ["landmarks", "confidence"] + [key for key in MASKS if key in items[0]]
+    padded = _read_batch([[item[key] for item in items] for key in keys], sizes)
+    if padded is None:
+        padded = padded_batch([(len(items), max(sizes)) + tuple(items[0][key].shape[1:]) for key in keys],
+                              [items[0][key].dtype for key in keys], sizes)
+        for key, out in zip(keys, padded):
+            for b, (item, size) in enumerate(zip(items, sizes)):
+                out[b, :size] = item[key]
     targets = [torch.as_tensor(item["glosses"], dtype=torch.long) for item in items]
-    return {
-        "landmarks": landmarks,
-        "confidence": confidence,
-        **masks,
-        "lengths": lengths,
+    batch = {
+        **dict(zip(keys, padded)),
+        "lengths": torch.tensor(sizes, dtype=torch.long),
         "targets": torch.cat(targets),
         "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long),
         **{key: [item.get(key) for item in items] for key in ("id", "signer", "gloss_text", "translation")},
     }
+    return SentBatch(batch) if get_worker_info() is not None else batch
 
 
-def _batched(tensors: List[torch.Tensor], sizes: List[int]) -> torch.Tensor:
-    """Tensor[B, max(sizes), ...]: each tensor's frames, zeros after them. Tensors that are the rows of one
-    batch ``padded_batch`` made (``PhoenixLandmarks.__getitems__`` decodes into one) give that batch itself."""
-    base = tensors[0]._base
-    if (base is not None and _PADDED.get(id(base)) is base
-            and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)
-            and all(t._base is base and t.data_ptr() == base[b].data_ptr() and t.shape == base[b, :n].shape
-                    for b, (t, n) in enumerate(zip(tensors, sizes)))):
-        return base
-    out = padded_batch((len(tensors), max(sizes)) + tuple(tensors[0].shape[1:]), tensors[0].dtype, sizes)
-    for b, (tensor, size) in enumerate(zip(tensors, sizes)):
-        out[b, :size] = tensor
-    return out
+def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional[List[torch.Tensor]]:
+    """The padded tensors ``padded_batch`` made whose rows the items' tensors are (a batch read by
+    ``PhoenixLandmarks.__getitems__``), or None."""
+    bases = []
+    for tensors in columns:
+        base = tensors[0]._base
+        if not (base is not None and _PADDED.get(id(base)) is base
+                and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)
+                and all(t._base is base and t.data_ptr() == base[b].data_ptr() and t.shape == base[b, :n].shape
+                        for b, (t, n) in enumerate(zip(tensors, sizes)))):
+            return None
+        bases.append(base)
+    return bases
 
 
 # Batches padded_batch made in this process, whose padding it zeroed: collate may pass them on as they are.
 _PADDED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
 
 
-class _BatchMemory:
-    """Memory of this process's earlier batches, reused once nothing holds it any more.
-
-    Writing a batch into new memory costs more than decoding it: every page is faulted in fresh
-    (benchmarks/bench_loader.py; docs/performance.md). So the main process keeps the storages of its
-    last few batches and gives one out again only when the pool's own reference is its storage's only
-    one: no tensor, view, row, ``.numpy()`` array or DLPack capsule of that batch is alive anywhere in
-    the process. A storage moved to shared memory (the batch was sent to another process, which may
-    still read it) is never reused. At most ``SLOTS`` storages are kept (two batches' three tensors).
-    """
-
-    SLOTS = 6
-    STEP = 1 << 20  # sizes rounded up to this, plus an eighth, so batches of similar length share memory
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._kept: List[torch.UntypedStorage] = []
-        self._use_count = getattr(torch._C, "_storage_Use_Count", None)  # None: reuse nothing
-        self._own_refs = self._python_refs([torch.UntypedStorage(0)], 0)  # this code's own, measured
-
-    @staticmethod
-    def _python_refs(kept: List[torch.UntypedStorage], index: int) -> int:
-        storage = kept[index]
-        return sys.getrefcount(storage)
-
-    def _free(self, index: int) -> bool:
-        """Whether nothing but this pool holds storage ``index``: no tensor (its C++ count) and no
-        Python reference to the storage object (``tensor.untyped_storage()`` returns this very object).
-        Shared storages are dropped from the pool before this is asked (``_take``)."""
-        if self._use_count is None or self._python_refs(self._kept, index) != self._own_refs:
-            return False  # (counted before this function holds a reference of its own)
-        return self._use_count(self._kept[index]._cdata) == 1
-
-    def tensor(self, nbytes: int, dtype: torch.dtype, shape: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
-        """An uninitialised Tensor[shape] (``nbytes``) on a storage nothing else holds; under the lock
-        until the tensor holds it, so two threads never get one storage."""
-        with self._lock:
-            storage = self._take(nbytes)
-            return torch.empty((0,), dtype=dtype).set_(storage, 0, shape, strides)
-
-    def _take(self, nbytes: int) -> torch.UntypedStorage:
-        if self._pid != os.getpid():  # a forked child: the storages it inherited are not its batches'
-            self._pid, self._kept = os.getpid(), []
-        self._kept = [s for s in self._kept if not s.is_shared()]
-        free = sorted((self._kept[i] for i in range(len(self._kept)) if self._free(i)), key=lambda s: s.nbytes())
-        for storage in free:
-            if nbytes <= storage.nbytes() <= 4 * nbytes + self.STEP:
-                return storage
-        storage = torch.UntypedStorage(-(-(nbytes + nbytes // 8) // self.STEP) * self.STEP)
-        if self._use_count is not None:
-            if len(self._kept) >= self.SLOTS and free:  # make room: drop the smallest unused one
-                self._kept = [s for s in self._kept if s is not free[0]]
-            if len(self._kept) < self.SLOTS:
-                self._kept.append(storage)
-        return storage
-
-
-_MEMORY = _BatchMemory()
-
-
-def padded_batch(shape: Tuple[int, ...], dtype: torch.dtype, sizes: Sequence[int]) -> torch.Tensor:
-    """An uninitialised Tensor[shape] whose rows are zero after ``sizes[b]`` frames; in shared memory in a
-    DataLoader worker (as torch's ``default_collate`` allocates), so the batch reaches the main process
-    without another copy. Elsewhere (``num_workers=0``) in memory of an earlier batch that nothing holds
-    any more (``_BatchMemory``), or new memory."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]  # contiguous, and no view: rows' _base
-    if get_worker_info() is not None:
-        out = torch.empty((0,), dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape, strides)
-    else:
-        out = _MEMORY.tensor(nbytes, dtype, shape, strides)
-    for b, size in enumerate(sizes):
-        if size < shape[1]:
-            out[b, size:] = 0
-    _PADDED[id(out)] = out
-    return out
+def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype],
+                 sizes: Sequence[int]) -> List[torch.Tensor]:
+    """Uninitialised Tensors[shape] (each [B, T_max, ...]) on one storage, whose rows are zero after
+    ``sizes[b]`` frames: in a DataLoader worker shared memory of the worker's pool (the batch reaches
+    the main process without another copy); elsewhere (``num_workers=0``) memory of an earlier batch
+    that nothing holds any more, or new memory (``batch_memory``)."""
+    tensors = batch_tensors(list(zip(shapes, dtypes)), in_worker=get_worker_info() is not None)
+    for out in tensors:
+        for b, size in enumerate(sizes):
+            if size < out.shape[1]:
+                out[b, size:] = 0
+        _PADDED[id(out)] = out
+    return tensors
 
 
 class LengthBucketBatchSampler(Sampler[List[int]]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -23,7 +24,7 @@ from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractorSpec
 from .extract.mediapipe.settings import HolisticSettings
 from .frames import FramesError, list_frames
-from .record import PARTS, LandmarkRecord, part_slices
+from .record import PARTS, CacheRecordError, LandmarkRecord, RecordHeader, fill_confidence, fill_found, part_slices
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -102,20 +103,47 @@ class PhoenixLandmarks(Dataset):
             return [self[index] for index in indices]
         with _one_thread():
             samples = [self.samples[index] for index in indices]
-            records = [self._record(sample) for sample in samples]
-            sizes = [record.num_frames for record in records]
-            points = records[0].landmarks.shape[1]
-            shape = (len(records), max(sizes), points)
-            landmarks = padded_batch(shape + (3,), self.dtype, sizes)
-            confidence = padded_batch(shape, torch.float32, sizes)
-            valid = padded_batch(shape, torch.bool, sizes)
+            try:
+                items = self._read_batch(samples)
+            except CacheRecordError:
+                items = None  # read again record by record: a lock-free reader's retry, or the error
+            if items is not None:
+                return items
+            records = [self._record(sample) for sample in samples]  # some to extract
+            landmarks, confidence, valid = self._padded([record.num_frames for record in records])
             items = []
-            for b, (sample, record, size) in enumerate(zip(samples, records, sizes)):
+            for b, (sample, record) in enumerate(zip(samples, records)):
+                size = record.num_frames
                 landmarks[b, :size] = torch.from_numpy(record.landmarks)  # float16 -> dtype in one pass
                 confidence[b, :size] = torch.from_numpy(record.confidence)
                 valid[b, :size] = found_mask(record)
-                items.append(self._item(sample, record, landmarks[b, :size], confidence[b, :size], valid[b, :size]))
+                items.append(self._item(sample, size, landmarks[b, :size], confidence[b, :size], valid[b, :size]))
             return items
+
+    def _padded(self, sizes: List[int]) -> List[torch.Tensor]:
+        shape = (len(sizes), max(sizes), self.settings.num_points)
+        return padded_batch([shape + (3,), shape, shape], [self.dtype, torch.float32, torch.bool], sizes)
+
+    def _read_batch(self, samples: List[Sample]) -> Optional[List[Dict]]:
+        """A batch whose every sample is cached: its records read in one transaction and copied straight
+        into the padded batch (no memory of their own); None when one is not cached."""
+        items: List[Dict] = []
+
+        def fill(sizes: List[int]) -> Callable[[int, RecordHeader, Dict[str, np.ndarray]], None]:
+            landmarks, confidence, valid = self._padded(sizes)
+
+            def put(b: int, header: RecordHeader, arrays: Dict[str, np.ndarray]) -> None:
+                size = header.frames
+                landmarks[b, :size] = torch.from_numpy(arrays["landmarks"])  # float16 -> dtype in one pass
+                fill_confidence(arrays, confidence[b, :size].numpy())
+                fill_found(arrays, valid[b, :size].numpy())
+                items.append(self._item(samples[b], size, landmarks[b, :size], confidence[b, :size],
+                                        valid[b, :size]))
+            return put
+
+        if not self.cache.read_batch([sample.key for sample in samples], fill, _scratch()):
+            return None
+        return items
 
     def __repr__(self) -> str:
         return (f"PhoenixLandmarks(release={self.release.name!r}, split={self.split!r}, samples={len(self)}, "
@@ -160,9 +188,10 @@ class PhoenixLandmarks(Dataset):
         landmarks = torch.from_numpy(record.landmarks)  # stored as float16
         landmarks = landmarks if landmarks.dtype == dtype else landmarks.to(dtype)
         # valid: found by MediaPipe, per part and frame (transforms)
-        return self._item(sample, record, landmarks, torch.from_numpy(record.confidence), found_mask(record))
+        return self._item(sample, record.num_frames, landmarks, torch.from_numpy(record.confidence),
+                          found_mask(record))
 
-    def _item(self, sample: Sample, record: LandmarkRecord, landmarks: torch.Tensor, confidence: torch.Tensor,
+    def _item(self, sample: Sample, num_frames: int, landmarks: torch.Tensor, confidence: torch.Tensor,
               valid: torch.Tensor) -> Dict:
         return {
             "landmarks": landmarks,
@@ -172,7 +201,7 @@ class PhoenixLandmarks(Dataset):
             "gloss_text": " ".join(sample.glosses),
             "id": sample.id,
             "signer": sample.signer,
-            "num_frames": record.num_frames,
+            "num_frames": num_frames,
             "translation": sample.translation,
         }
 
@@ -185,6 +214,17 @@ def found_mask(record: LandmarkRecord) -> torch.Tensor:
     slices = part_slices(record.landmarks.shape[1])
     sizes = [slices[part].stop - slices[part].start for part in PARTS]
     return torch.from_numpy(np.repeat(record.presence(), sizes, axis=1))
+
+
+_LOCAL = threading.local()
+
+
+def _scratch() -> List[np.ndarray]:
+    """This thread's buffer for one record's bytes while they are checked and copied into a batch."""
+    scratch = getattr(_LOCAL, "scratch", None)
+    if scratch is None:
+        scratch = _LOCAL.scratch = [np.empty(0, np.uint8)]
+    return scratch
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -233,8 +233,32 @@ def decode_record(data: Bytes, key: str, float16: bool = False,
     later copy. Whatever this returns has been checked byte for byte.
     """
     data = bytearray(data)  # our own bytes (writable: the arrays below are views of it, not copies)
-    header = decode_header(data, key, num_points)
-    view = memoryview(data)
+    header, arrays = _checked(data, len(data), key, num_points)
+    landmarks = arrays["landmarks"]  # a view of the checked copy
+    landmarks = landmarks if float16 else landmarks.astype(np.float32)
+    confidence = np.empty((header.frames, header.points), np.float32)
+    fill_confidence(arrays, confidence)
+    return LandmarkRecord(landmarks, confidence, width=header.width, height=header.height, pid=header.pid,
+                          seconds=header.seconds, found=arrays["presence"].astype(bool))
+
+
+def check_into(data: Bytes, key: str, scratch: List[np.ndarray],
+               num_points: Optional[int] = None) -> Tuple[RecordHeader, Dict[str, np.ndarray]]:
+    """``data`` copied into the buffer ``scratch[0]`` (replaced by a larger one when it is too small) and
+    checked as ``decode_record`` checks it: its header and the arrays of its payload, views of that buffer
+    (valid until it is written again). For a reader that copies records straight into batches (no new
+    memory per record)."""
+    size = len(data)
+    if scratch[0].size < size:
+        scratch[0] = np.empty(size + size // 4, np.uint8)
+    scratch[0][:size] = np.frombuffer(data, np.uint8)
+    return _checked(memoryview(scratch[0]), size, key, num_points)  # type: ignore[arg-type]
+
+
+def _checked(data: Union[bytearray, memoryview], size: int, key: str,
+             num_points: Optional[int]) -> Tuple[RecordHeader, Dict[str, np.ndarray]]:
+    view = memoryview(data)[:size]
+    header = decode_header(view, key, num_points)
     payload = view[header.size:]
     crc = zlib.crc32(payload) if header.version == 1 else zlib.crc32(payload, zlib.crc32(
         view[:header.size - _CRC_BYTES]))
@@ -242,15 +266,23 @@ def decode_record(data: Bytes, key: str, float16: bool = False,
         raise _fail(key, "fails its checksum: damaged")
     arrays = _split_payload(payload, header)
     _check_values(arrays, key)
-    landmarks = arrays["landmarks"]  # a view of the checked copy
-    landmarks = landmarks if float16 else landmarks.astype(np.float32)
-    confidence = np.empty((header.frames, header.points), np.float32)
-    slices = part_slices(header.points)
+    return header, arrays
+
+
+def fill_confidence(arrays: Dict[str, np.ndarray], confidence: np.ndarray) -> None:
+    """A record's confidence [T, N] from its arrays: its part's presence (0 or 1) for every point, the
+    pose's visibility for the pose."""
+    slices = part_slices(confidence.shape[1])
     for index, part in enumerate(PARTS):
         confidence[:, slices[part]] = arrays["presence"][:, index:index + 1]
     confidence[:, slices["pose"]] = arrays["visibility"] / np.float32(255)
-    return LandmarkRecord(landmarks, confidence, width=header.width, height=header.height, pid=header.pid,
-                          seconds=header.seconds, found=arrays["presence"].astype(bool))
+
+
+def fill_found(arrays: Dict[str, np.ndarray], valid: np.ndarray) -> None:
+    """bool [T, N]: each point's part found in that frame (the record's presence bits)."""
+    slices = part_slices(valid.shape[1])
+    for index, part in enumerate(PARTS):
+        valid[:, slices[part]] = arrays["presence"][:, index:index + 1].astype(bool)
 
 
 def _split_payload(payload: memoryview, header: RecordHeader) -> Dict[str, np.ndarray]:

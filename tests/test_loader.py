@@ -6,13 +6,15 @@ cached). Speed is measured by benchmarks/bench_loader.py, not here.
 """
 from __future__ import annotations
 
+from multiprocessing.reduction import ForkingPickler
+
 import numpy as np
 import pytest
 import torch
 from helpers import fake_record, write_corpus_csv
 from torch.utils.data import DataLoader
 
-from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, collate_ctc
+from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, batch_memory, batching, collate_ctc
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import part_slices
@@ -236,3 +238,138 @@ def test_an_epoch_kept_whole_holds_every_batch_intact(cached):
             for key in ("landmarks", "confidence", "valid"):
                 assert torch.equal(batch[key][b, :size], item[key]), key
                 assert not batch[key][b, size:].any(), key  # padding still zero
+
+
+# --- memory of earlier batches in DataLoader workers: reused once the main process let go of it -----------
+
+def _memory_key(batch: dict):
+    """Which shared memory a received batch is in (the same key when a worker wrote into it again)."""
+    key = batch_memory._cache_key(batch["landmarks"].untyped_storage())
+    assert key is not None
+    return key
+
+
+def _many_batches(n: int = 40, size: int = 3):
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randperm(len(LENGTHS), generator=generator)[:size].tolist() for _ in range(n)]
+
+
+@pytest.fixture(params=["file_descriptor", "file_system"])
+def sharing_strategy(request):
+    """torch's two ways to share memory between processes (macOS has only file_system)."""
+    before = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy(request.param)
+    yield request.param
+    torch.multiprocessing.set_sharing_strategy(before)
+
+
+def _loader(ds, batches, collate=collate_ctc, **kwargs):
+    return DataLoader(ds, batch_sampler=batches, collate_fn=collate, num_workers=2, **kwargs)
+
+
+def test_workers_write_into_memory_the_main_process_let_go_of(cached, sharing_strategy):
+    ds = dataset(cached)
+    batches = _many_batches()
+    keys = []
+    for indices, batch in zip(batches, _loader(ds, batches)):
+        assert type(batch) is dict  # what a user gets: a plain dict
+        keys.append(_memory_key(batch))
+        expected = collate_ctc([ds[i] for i in indices])
+        for key in ("landmarks", "confidence", "valid", "lengths", "targets", "target_lengths", "id"):
+            assert (batch[key] == expected[key]) if key == "id" else torch.equal(batch[key], expected[key]), key
+    assert len(set(keys)) <= 2 * batch_memory.WorkerBatchPool.SLOTS < len(keys)  # reused, not new each time
+
+
+@pytest.mark.parametrize("holder", ["batch", "row", "numpy"])
+def test_memory_the_main_process_still_holds_is_never_written_again(cached, holder, sharing_strategy):
+    """Every batch (or a row of it, or an array of it) kept to the end of the epoch: each still holds its
+    values, though the workers wrote 40 batches meanwhile."""
+    ds = dataset(cached)
+    batches = _many_batches()
+    kept = [(indices, _hold(batch, holder)) for indices, batch in zip(batches, _loader(ds, batches))]
+    for indices, held in kept:
+        expected = collate_ctc([ds[i] for i in indices])["landmarks"]
+        if holder == "batch":
+            assert torch.equal(held["landmarks"], expected)
+        elif holder == "row":
+            assert torch.equal(held, expected[1, :4])
+        else:
+            assert torch.equal(torch.from_numpy(held), expected[0])
+
+
+def test_memory_sent_on_from_the_main_process_is_never_written_again(cached):
+    """A batch the main process sends on to another process (torch's sharing): the memory is not reused
+    once the main process drops it, since the other process may still read it."""
+    ds = dataset(cached)
+    batches = _many_batches()
+    loader = iter(_loader(ds, batches))
+    first = next(loader)
+    sent = ForkingPickler.dumps(first["landmarks"])  # as a multiprocessing queue sends it
+    key, snapshot = _memory_key(first), first["landmarks"].clone()
+    del first
+    later = [_memory_key(batch) for batch in loader]
+    assert key not in later
+    assert torch.equal(ForkingPickler.loads(sent), snapshot)  # what the other process reads, still intact
+
+
+_BEFORE: list = []
+
+
+def _with_the_one_before(items):
+    """A collate that sends each batch twice: with its own message, and again with the next one."""
+    batch = collate_ctc(items)
+    before = _BEFORE[0] if _BEFORE else batch
+    _BEFORE[:] = [batch]
+    return {"now": batch, "before": type(batch)(before)}
+
+
+def test_a_batch_a_worker_sends_twice_is_never_written_again(cached):
+    """Each batch's first copy dropped at once, its second (in the next message) kept: the memory must not
+    be handed back with the first copy while the second may still be on its way."""
+    ds = dataset(cached)
+    batches = _many_batches()
+    kept = [pair["before"] for pair in _loader(ds, batches, collate=_with_the_one_before)]
+    index_of = {sample.id: i for i, sample in enumerate(ds.samples)}
+    for batch in kept:
+        expected = collate_ctc([ds[index_of[sample_id]] for sample_id in batch["id"]])
+        assert torch.equal(batch["landmarks"], expected["landmarks"])
+
+
+# --- the worker's pool, in this process (a worker's view) ----------------------------------------------
+
+@pytest.fixture
+def as_worker(monkeypatch):
+    """This process taken for a DataLoader worker by the batch code: its pool of shared memory is used."""
+    monkeypatch.setattr(batching, "get_worker_info", lambda: object())
+    monkeypatch.setattr(batch_memory, "WORKER_POOL", batch_memory.WorkerBatchPool())
+
+
+def test_a_worker_reuses_memory_of_a_batch_it_never_sent(cached, as_worker):
+    """Items dropped in the worker (another collate, an error): their memory is taken again."""
+    ds = dataset(cached)
+    first = ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr()
+    assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() == first
+
+
+def test_a_worker_never_reuses_memory_sent_outside_a_batch(cached, as_worker):
+    """A tensor of the batch sent on its own (torch's sharing): nobody hands it back, so it is never reused."""
+    ds = dataset(cached)
+    items = ds.__getitems__([3, 6])
+    pointer = items[0]["landmarks"].untyped_storage().data_ptr()
+    sent = ForkingPickler.dumps(items[0]["landmarks"])
+    del items
+    for _ in range(3):
+        assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() != pointer
+    assert sent
+
+
+def test_a_worker_never_reuses_memory_a_sent_batch_had_until_it_is_handed_back(cached, as_worker):
+    ds = dataset(cached)
+    batch = collate_ctc(ds.__getitems__([3, 6]))
+    assert isinstance(batch, batch_memory.SentBatch)
+    pointer = batch["landmarks"].untyped_storage().data_ptr()
+    sent = ForkingPickler.dumps(batch)
+    del batch
+    for _ in range(3):
+        assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() != pointer
+    assert sent

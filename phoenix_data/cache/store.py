@@ -24,12 +24,22 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import lmdb
+import numpy as np
 
 from ..extract import ExtractorSpec
-from ..record import CacheError, CacheRecordError, LandmarkRecord, decode_header, decode_record, encode_record
+from ..record import (
+    CacheError,
+    CacheRecordError,
+    LandmarkRecord,
+    RecordHeader,
+    check_into,
+    decode_header,
+    decode_record,
+    encode_record,
+)
 from .lmdb_env import (
     TABLES,
     CacheSpaceError,
@@ -235,6 +245,28 @@ class LandmarkCache:
             data = txn.get(db_key(key))
             # decode_record copies the bytes out of the map before it checks them
             return None if data is None else decode_record(data, key, float16, self.settings.num_points)
+
+    def read_batch(self, keys: List[str], fill: Callable[[List[int]], Callable[[int, RecordHeader, Dict], None]],
+                   scratch: List[np.ndarray]) -> bool:
+        """The records of ``keys`` in one read transaction, each copied into ``scratch`` and checked as
+        ``get`` checks it, then handed to a filler: ``fill(frames of each record)`` returns
+        ``put(i, header, arrays)``, called for each record in turn with views of ``scratch`` (valid
+        during the call). False, having called nothing, when a key is not cached. Raises
+        CacheRecordError naming the key of a damaged record (a lock-free reader: ``get`` reads again).
+        """
+        with self._reading(b"samples", buffers=True) as txn:
+            found = [txn.get(db_key(key)) for key in keys]
+            datas = [data for data in found if data is not None]
+            if len(datas) < len(keys):
+                return False
+            headers = [decode_header(data, key, self.settings.num_points) for data, key in zip(datas, keys)]
+            put = fill([header.frames for header in headers])
+            for i, (data, key) in enumerate(zip(datas, keys)):
+                header, arrays = check_into(data, key, scratch, self.settings.num_points)
+                if header.frames != headers[i].frames:  # changed under a lock-free reader since the first look
+                    raise CacheRecordError(f"cache record {key!r} changed while it was read")
+                put(i, header, arrays)
+            return True
 
     def num_frames(self, key: str) -> Optional[int]:
         """Frames of a cached record from its header alone, or None when it is not cached."""
