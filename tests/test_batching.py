@@ -158,6 +158,7 @@ def _rank_batches(rank: int, world: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_come_from_torch_distributed_when_it_is_initialised(tmp_path):
     import json
 

@@ -154,6 +154,7 @@ def test_report_without_cache(root):
     assert done.stdout.rstrip().endswith("Result: OK, no problems found.")
 
 
+@pytest.mark.slow
 def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_path):
     """An SI5 copy without dev (as the release ships): the check reports it, the warm-up skips it."""
     si5 = build_demo(tmp_path / "demo")["phoenix-2014-signerindependent-SI5"]
@@ -219,6 +220,7 @@ def test_report_with_a_warm_cache(root, real_demo_cache):
 
 # --- verify ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_verify_passes_on_an_untouched_cache(root, warm_cache):
     done = run("--root", root, "--cache", warm_cache, "--split", SPLIT, "--verify")
     assert done.returncode == 0, done.stdout + done.stderr

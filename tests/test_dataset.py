@@ -93,6 +93,7 @@ def test_in_process_epoch_then_workers(warm):
         assert torch.equal(in_workers[key]["landmarks"], item["landmarks"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_start_methods_cold(demo_tree, tmp_path, context):
     dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)
@@ -184,6 +185,7 @@ def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
                          settings=HolisticSettings(model_complexity=2))
 
 
+@pytest.mark.slow
 def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):
     """A 600-byte id (its frame folder named in the CSV's video column): extracted in workers, stored
     under a digest key, read back; no BadValsizeError."""

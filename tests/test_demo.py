@@ -188,6 +188,7 @@ def test_stray_file_in_one_2014t_folder(demo_roots):
     assert not list(demo_roots["phoenix-2014-multisigner"].rglob(STRAY_FILE))
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_rebuilds_in_place(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     build_demo(first)
@@ -264,6 +265,7 @@ def test_demo_run_finds_hands_in_most_frames(tmp_path):
     assert all(70 < rate < 100 for rate in overall.values()), overall  # mostly found, sometimes missing
 
 
+@pytest.mark.slow
 def test_command_line_prints_the_roots(tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "phoenix_data.demo", str(out)], cwd=REPO,
@@ -275,6 +277,7 @@ def test_command_line_prints_the_roots(tmp_path):
         assert root.is_dir() and find_release(root).name == name
 
 
+@pytest.mark.slow
 def test_a_built_wheel_ships_the_demo_frames(tmp_path):
     """``pip install .`` (not editable) installs a wheel: it must carry the frames, licence and README."""
     source = tmp_path / "src"

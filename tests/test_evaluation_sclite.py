@@ -62,6 +62,7 @@ def _hypotheses(seed: int, references: Dict[str, Tuple[str, ...]]) -> Dict[str, 
     return {sid: _hypothesis(rng, ref, pool) for sid, ref in references.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["dev", "test"])
 def test_python_scoring_equals_sclite_sentence_by_sentence(split, phoenix_real_dir, sclite, tmp_path):
     references = references_from_stm(phoenix_real_dir / STM_DIR / f"phoenix2014-groundtruth-{split}.stm")

@@ -67,6 +67,7 @@ def test_main_process_epoch_before_worker_epoch(demo_tree, tmp_path):
     assert os.getpid() not in set(record_pids(train).values()) | set(record_pids(dev).values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_sample_read_in_main_then_other_start_methods(demo_tree, tmp_path, context):
     dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)
@@ -75,6 +76,7 @@ def test_sample_read_in_main_then_other_start_methods(demo_tree, tmp_path, conte
     assert {item["id"] for item in loader} == {s.id for s in dataset.samples}
 
 
+@pytest.mark.slow
 def test_notebook_script_without_main_guard(demo_tree, tmp_path):
     """A script as a notebook cell is: no ``if __name__ == "__main__"``, ds[0] then two workers."""
     script = tmp_path / "cell.py"

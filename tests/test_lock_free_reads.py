@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from helpers import fake_record
 
 from phoenix_data.cache import LandmarkCache, decode_record, encode_record
 from phoenix_data.extract.fake import FakeExtractorSettings
+from phoenix_data.record import fill_confidence
 
 FAKE = FakeExtractorSettings()
 KEY = "rel/train/read-while-rewritten"
@@ -49,7 +51,9 @@ def lock_free_cache(tmp_path):
     return path, reader
 
 
-def test_a_lock_free_read_under_a_writer_reusing_its_pages_returns_the_record(tmp_path, monkeypatch):
+@pytest.mark.parametrize("read", ["get", "read_batch"])
+def test_a_lock_free_read_under_a_writer_reusing_its_pages_returns_the_record(tmp_path, monkeypatch, read):
+    """``get`` (one record), ``read_batch`` (the records of a batch, straight into the batch's memory)."""
     path, reader = lock_free_cache(tmp_path)
     expected = decode_record(encode_record(fake_record(FRAMES, seed=0), KEY), KEY)
     real_crc32, calls = zlib.crc32, []
@@ -66,12 +70,29 @@ def test_a_lock_free_read_under_a_writer_reusing_its_pages_returns_the_record(tm
 
     with reader.session():
         monkeypatch.setattr(zlib, "crc32", crc32_then_a_writer)
-        record = reader.get(KEY)
+        record = reader.get(KEY) if read == "get" else _read_batch(reader)
         monkeypatch.undo()
     assert len(calls) >= 2, "the race was not staged: the checksum was never computed"
     assert record is not None
     np.testing.assert_array_equal(record.landmarks, expected.landmarks)
     np.testing.assert_array_equal(record.confidence, expected.confidence)
+
+
+def _read_batch(reader):
+    """The one record, as ``read_batch`` hands it to a batch: landmarks and confidence copied out."""
+    out = {}
+
+    def fill(sizes):
+        out["landmarks"] = np.zeros((sizes[0], 543, 3), np.float32)
+        out["confidence"] = np.zeros((sizes[0], 543), np.float32)
+
+        def put(i, header, arrays):
+            out["landmarks"][:] = arrays["landmarks"]
+            fill_confidence(arrays, out["confidence"])
+        return put
+
+    assert reader.read_batch([KEY], fill, [np.empty(0, np.uint8)])
+    return SimpleNamespace(**out)
 
 
 def test_a_lock_free_reader_retries_a_record_once_before_calling_it_damaged(tmp_path, monkeypatch):

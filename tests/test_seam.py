@@ -69,6 +69,7 @@ def _hold(cache_dir, key, holding, release):
         release.wait(30)
 
 
+@pytest.mark.slow
 def test_a_claim_held_by_another_process_defers_then_frees_on_exit(demo_tree, tmp_path):
     cache = LandmarkCache(tmp_path / "c", FAKE)
     sample = read_corpus(demo_tree[RELEASE], "dev")[0]

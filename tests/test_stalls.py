@@ -45,6 +45,7 @@ def hanging_tree(demo_dir, tmp_path):
     return root, samples
 
 
+@pytest.mark.slow
 def test_a_hung_helper_is_stopped_and_its_sample_fails(demo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(helper_module, "HUNG_SECONDS", 1.0)
     root, samples = hanging_tree(demo_dir, tmp_path)
@@ -54,6 +55,7 @@ def test_a_hung_helper_is_stopped_and_its_sample_fails(demo_dir, tmp_path, monke
     assert fill_sample(cache, samples[0], FAKE).outcome == Outcome.EXTRACTED  # a fresh helper
 
 
+@pytest.mark.slow
 def test_a_hung_worker_costs_its_sample_only(demo_dir, tmp_path, monkeypatch):
     # short, but longer than workers take to start: spawned ones import torch first (seconds)
     started_by_fork = mp.get_start_method() == "fork"
@@ -80,6 +82,7 @@ def _hold(cache_dir, key, holding, release):
         release.wait(60)
 
 
+@pytest.mark.slow
 def test_a_claim_held_past_the_wait_is_extracted_here_too(demo_tree, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(fill_module, "CLAIM_WAIT_SECONDS", 0.5)
     dataset = PhoenixLandmarks(demo_tree["PHOENIX-2014-T"], "dev", cache=tmp_path / "c", settings=FAKE)

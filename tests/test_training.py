@@ -33,6 +33,7 @@ def test_greedy_decoding_on_hand_made_logits():
     assert greedy_decode(log_probs, torch.tensor([0, 1])) == [[], []]
 
 
+@pytest.mark.slow
 def test_demo_memorises_its_train_split(warmed_demo, tmp_path):
     options = demo_options(warmed_demo, out_dir=tmp_path / "run", num_workers=0, settings=FAKE)  # workers: below
     history = train(options)
@@ -87,6 +88,7 @@ def _rank_main(rank: int, world: int, port: int, options, history_json: str) -> 
         json.dump([dataclasses.asdict(h) for h in history], out)
 
 
+@pytest.mark.slow
 def test_two_ranks_learn_the_demo_score_every_dev_sample_once_and_resume_on_one(warmed_demo, tmp_path):
     """20 epochs on two ranks (memorising takes ~130 and is the one-process test's: the loop is the same)."""
     import dataclasses
@@ -148,6 +150,7 @@ def test_demo_under_torchrun_needs_one_demo_dir_for_every_rank(monkeypatch, caps
     assert parse_args(["--demo", "--demo-dir", "/tmp/x"]).demo_dir == Path("/tmp/x")
 
 
+@pytest.mark.slow
 def test_torchrun_resumes_a_one_rank_checkpoint_on_two_ranks_from_a_read_only_copy_of_the_cache(warmed_demo, tmp_path):
     """The command itself under torchrun (its environment, rank 0 alone printing), each rank with a DataLoader
     worker reading a copy of the cache shipped as docs/distributed.md says: data.mdb alone, opened read-only."""

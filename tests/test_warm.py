@@ -166,6 +166,7 @@ def test_second_run_extracts_nothing(real_warm_run, tmp_path):
 
 # --- interruptions -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_completes(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     expected = {k: n for rel in (MULTI, "phoenix-2014-signerindependent-SI5", "PHOENIX-2014-T")
@@ -214,6 +215,7 @@ def _rerun_completes(demo_dir: Path, cache: Path) -> None:
     check_records(cache, expected_frames(demo_dir, MULTI))
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo_dir, tmp_path):
     proc = _interrupt(demo_dir, tmp_path, second=False)
     assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
@@ -232,6 +234,7 @@ def test_ctrl_c_stops_writes_summary_and_rerun_completes(demo_dir, tmp_path):
     _rerun_completes(demo_dir, cache)
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_without_harm(demo_dir, tmp_path):
     proc = _interrupt(demo_dir, tmp_path, second=True)
     assert proc.returncode == 130
@@ -349,6 +352,7 @@ def test_missing_root_exits_2_with_a_message(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_script_is_a_thin_entry_point():
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "warm_cache.py"), "--root", "/nonexistent"],
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -388,6 +392,7 @@ def test_rerun_and_repair_extract_damaged_records_again(demo_dir, tmp_path):
     check_records(cache, expected)  # every record decodes again, checksums included
 
 
+@pytest.mark.slow
 def test_heartbeat_beats_on_a_clock(demo_dir, tmp_path):
     proc = run_warm("--root", demo_dir, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
                     "--workers", 1, "--heartbeat", 0.2, env=dict(os.environ, **{FAKE_DELAY_ENV: "0.1"}))

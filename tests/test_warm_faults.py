@@ -98,6 +98,7 @@ def test_sample_that_crashes_its_worker_fails_alone_and_the_run_finishes(demo_di
     assert read_json(tmp_path / "cache" / "summary.json")["sent_to_workers"] == 0
 
 
+@pytest.mark.slow
 def test_killed_worker_its_samples_are_retried_and_the_run_completes(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--release", "multisigner",
@@ -143,6 +144,7 @@ def test_full_disk_at_start_is_an_error_not_a_bus_error(demo_dir, tmp_path):
         assert f"no space left on {disk}" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
@@ -162,6 +164,7 @@ def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     assert read_json(cache / "summary.json")["counts"]["extracted"] == 21
 
 
+@pytest.mark.slow
 def test_cache_deleted_under_the_job(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     proc = start_warm(tmp_path, "--root", demo_dir, "--cache", cache, "--workers", 1, "--heartbeat", 0,
@@ -175,6 +178,7 @@ def test_cache_deleted_under_the_job(demo_dir, tmp_path):
 
 # --- two jobs on one cache --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_warm_ups_on_one_cache_share_the_work(demo_dir, tmp_path):
     cache = tmp_path / "cache"
     jobs = []

@@ -30,6 +30,8 @@ from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.frames import list_frames
 from phoenix_data.warm import WarmOptions, warm
 
+pytestmark = pytest.mark.slow  # a Ray cluster and its actors: the fast loop leaves this module out
+
 # Ray binds this machine's interface address even when told 127.0.0.1 ("localhost" is resolved to a
 # reachable address) unless its single-machine mode is on: then nodes, driver and actors all use the
 # loopback address. Set before Ray is imported (it reads it once); subprocesses inherit it.

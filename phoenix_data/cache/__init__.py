@@ -20,6 +20,7 @@ def require_posix(platform: str = sys.platform) -> None:
 
 require_posix()
 
+from .identity import describe_discarded  # noqa: E402
 from .lmdb_env import CacheSpaceError  # noqa: E402 - after the platform check: it imports fcntl
 from .store import (  # noqa: E402
     DEFAULT_MAP_SIZE,
@@ -30,7 +31,6 @@ from .store import (  # noqa: E402
     db_key,
     decode_header,
     decode_record,
-    describe_discarded,
     encode_record,
 )
 

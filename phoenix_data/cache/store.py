@@ -40,6 +40,7 @@ from ..record import (
     decode_record,
     encode_record,
 )
+from .identity import count_by_split, describe_discarded, raise_if_differs
 from .lmdb_env import (
     TABLES,
     CacheSpaceError,
@@ -190,7 +191,7 @@ class LandmarkCache:
             stored = None if stored is None else json.loads(bytes(stored))
             differs = stored is not None and stored.get("fingerprint") != identity["fingerprint"]
             if differs and overwrite:
-                self.discarded = _count_by_split(txn, self._db(b"samples"))
+                self.discarded = count_by_split(txn, self._db(b"samples"))
                 log.warning("cache %s: discarding %s, made with other extraction settings",
                             self.path, describe_discarded(self.discarded))
                 for name in (b"samples", b"failures"):
@@ -202,7 +203,7 @@ class LandmarkCache:
 
         stored = self._with_map_retry(check)
         if stored is not None:
-            _raise_if_differs(self.path, stored, identity)
+            raise_if_differs(self.path, stored, identity)
 
     def _check_readonly_identity(self) -> None:
         if not (self.path / "data.mdb").is_file():
@@ -212,7 +213,7 @@ class LandmarkCache:
         stored = self.metadata()
         if stored is None:
             raise CacheError(f"{self.path} holds no phoenix_data metadata; is it a phoenix_data cache?")
-        _raise_if_differs(self.path, stored, identity)
+        raise_if_differs(self.path, stored, identity)
 
     # reading
     def metadata(self) -> Optional[dict]:
@@ -381,46 +382,3 @@ class LandmarkCache:
     def close(self) -> None:
         """Close this process's environment (before forking workers, for instance)."""
         close_process_handles(self.path)
-
-
-def _count_by_split(txn: lmdb.Transaction, db) -> Dict[str, int]:
-    """Records per ``release/split`` (the first two parts of their keys)."""
-    counts: Dict[str, int] = {}
-    for key in txn.cursor(db=db).iternext(keys=True, values=False):
-        group = "/".join(bytes(key).decode(errors="replace").split("/")[:2])
-        counts[group] = counts.get(group, 0) + 1
-    return counts
-
-
-def describe_discarded(counts: Dict[str, int]) -> str:
-    """'12 records (phoenix-2014-multisigner/train 10, PHOENIX-2014-T/dev 2)'."""
-    total = sum(counts.values())
-    parts = ", ".join(f"{group} {n}" for group, n in sorted(counts.items()))
-    return f"{total} record{'' if total == 1 else 's'}" + (f" ({parts})" if parts else "")
-
-
-def _raise_if_differs(path: Path, stored: dict, identity: dict) -> None:
-    if stored.get("fingerprint") == identity["fingerprint"]:
-        return
-    diffs = identity_differences(stored, identity)
-    raise CacheError(f"cache {path} was built with other extraction settings ({'; '.join(diffs)}). "
-                     "Use another cache path for these settings, or pass overwrite=True "
-                     "(--overwrite) to discard its records and extract again.")
-
-
-def identity_differences(old: dict, new: dict, labels: Tuple[str, str] = ("cache", "now")) -> List[str]:
-    """What differs between two settings identities (``settings.identity()``), one line per entry."""
-    diffs = []
-    # caches from before backends existed hold legacy records and no "backend" entry
-    for name, default in (("backend", "legacy"), ("mediapipe", None), ("schema", None), ("model_bundle_sha256", None)):
-        if old.get(name, default) != new.get(name, default):
-            diffs.append(f"{name}: {labels[0]} {old.get(name, default)!r}, {labels[1]} {new.get(name, default)!r}")
-    old_settings, new_settings = old.get("settings", {}), new.get("settings", {})
-    for name in sorted(set(old_settings) | set(new_settings)):
-        if old_settings.get(name) != new_settings.get(name):
-            diffs.append(f"{name}: {labels[0]} {old_settings.get(name)!r}, {labels[1]} {new_settings.get(name)!r}")
-    for name in sorted(set(old) | set(new)):  # anything else an extractor puts in its identity
-        if name not in ("backend", "mediapipe", "schema", "model_bundle_sha256", "settings", "fingerprint") \
-                and old.get(name) != new.get(name):
-            diffs.append(f"{name}: {labels[0]} {old.get(name)!r}, {labels[1]} {new.get(name)!r}")
-    return diffs

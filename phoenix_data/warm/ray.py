@@ -36,7 +36,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from ..cache import CacheError, CacheRecordError
 from ..cache.claims import release, try_claim
 from ..cache.fill import Outcome, SampleStatus, cached_frames
-from ..cache.store import identity_differences
+from ..cache.identity import identity_differences
 from ..record import decode_record
 from .actor import ActorResult, WarmActor
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
