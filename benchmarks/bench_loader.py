@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cached epochs against the decode limit: does the DataLoader keep a GPU fed?
 
-    python benchmarks/bench_loader.py            # 600 samples of ~140 frames, 2 rounds (~6 min on 2 cores)
+    python benchmarks/bench_loader.py            # 600 samples of ~140 frames, 2 rounds (~8 min on 2 cores)
     python benchmarks/bench_loader.py --quick    # smoke run
 
 Data: 600 synthetic LandmarkRecords (T ~ 140 +- 45, clipped to 16..299, as PHOENIX-2014 train; hands in ~70%
