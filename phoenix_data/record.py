@@ -271,18 +271,21 @@ def _checked(data: Union[bytearray, memoryview], size: int, key: str,
 
 def fill_confidence(arrays: Dict[str, np.ndarray], confidence: np.ndarray) -> None:
     """A record's confidence [T, N] from its arrays: its part's presence (0 or 1) for every point, the
-    pose's visibility for the pose."""
+    pose's visibility for the pose. (The small arrays are converted first, so that the wide writes copy
+    float32 without a conversion: ~3x quicker.)"""
     slices = part_slices(confidence.shape[1])
+    presence = arrays["presence"].astype(np.float32)
     for index, part in enumerate(PARTS):
-        confidence[:, slices[part]] = arrays["presence"][:, index:index + 1]
-    confidence[:, slices["pose"]] = arrays["visibility"] / np.float32(255)
+        confidence[:, slices[part]] = presence[:, index:index + 1]
+    np.divide(arrays["visibility"], np.float32(255), out=confidence[:, slices["pose"]], casting="unsafe")
 
 
 def fill_found(arrays: Dict[str, np.ndarray], valid: np.ndarray) -> None:
     """bool [T, N]: each point's part found in that frame (the record's presence bits)."""
     slices = part_slices(valid.shape[1])
+    presence = arrays["presence"].astype(bool)
     for index, part in enumerate(PARTS):
-        valid[:, slices[part]] = arrays["presence"][:, index:index + 1].astype(bool)
+        valid[:, slices[part]] = presence[:, index:index + 1]
 
 
 def _split_payload(payload: memoryview, header: RecordHeader) -> Dict[str, np.ndarray]:

@@ -2,8 +2,9 @@
 
 ``warm_on_ray(options, address=...)`` runs the same plan as ``warm()`` (``make_plan`` decides what is
 left, so a rerun, local or Ray, resumes the same cache) with ``WarmActor``s (``warm.actor``) instead of
-local workers. Each actor keeps one extractor; at most ``QUEUED_PER_ACTOR`` samples wait per actor,
-so the driver holds a few encoded records at a time whatever the split's size. The driver checks
+local workers. Each actor keeps one extractor and runs one sample at a time (``QUEUED_PER_ACTOR``), so
+the driver holds a few encoded records at a time whatever the split's size, and a death is the sample's
+the actor was running. The driver checks
 each record's bytes and writes it in one commit (``LandmarkCache.put_encoded``).
 
 Before any sample, each actor reports the settings identity its node computes (mediapipe release,
@@ -48,7 +49,11 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 ACTOR_CPUS = 1
-QUEUED_PER_ACTOR = 2  # samples sent to an actor and not yet returned: one running, one waiting
+# Samples sent to an actor and not yet returned. One: an actor that dies was running that very sample
+# (with a second one queued, a death right after the first finished could not be told from a death on
+# the second: the first's result dies with the actor). The actor waits for the driver's round trip
+# between samples: milliseconds against the seconds a sample takes.
+QUEUED_PER_ACTOR = 1
 ACTOR_START_SECONDS = 180.0  # actors not started by then (no free CPU for them) are dropped
 WAIT_SECONDS = 1.0  # how often the driver wakes while waiting for a result (Ctrl+C, progress)
 MAX_DEATHS_PER_SAMPLE = 2  # actors that died running one sample: then it is recorded as failed
