@@ -9,12 +9,12 @@ batches and writes a new batch into one of them, but only when nothing can read 
   reference is its only one (no tensor, view, row, ``.numpy()`` array, DLPack capsule or storage object
   of that batch alive in the process), and never once it has been moved to shared memory (sent).
 - ``WorkerBatchPool`` (a DataLoader worker): the batch goes to the main process, which maps the same
-  memory. ``collate_ctc`` returns a ``SentBatch``; pickled, it sends its padded tensors as views of one
-  storage, with the pool's hand-back flags. In the receiving process the batch is a plain dict, and
-  ``ReturnedBatches`` watches its storage: once that storage is gone there (every tensor, view and
-  array of it dropped), the flag of its slot is set back to free, and only then may the worker write
-  into that memory again. Memory shared any other way (sent again from the main process, or sent by
-  the worker outside a ``SentBatch``) is never handed back, so never reused.
+  memory (``batch_sending``); a slot is written again only once the receiver has handed it back.
+
+Each tensor of a batch sits on a storage of its own over its region of the block (``Block``), as users
+expect of a batch's tensors: ``torch.save`` writes that tensor's bytes, and sending one on (a
+multiprocessing queue, ``share_memory_``) moves a copy of its region to new shared memory, never sharing
+the block.
 
 Whatever cannot be decided (an unknown torch internal, a record torch dropped) keeps the memory out of
 reuse: the price of doubt is a fresh allocation, never a batch written over one still read.
@@ -32,6 +32,7 @@ from torch.multiprocessing import reductions as _reductions
 
 STEP = 1 << 20  # sizes rounded up to this, plus an eighth, so batches of similar length share memory
 ALIGN = 64  # byte alignment of each tensor in a batch's storage
+RETIRED = -1  # a slot's flag: the receiver can never hand its memory back
 
 
 def rounded(nbytes: int) -> int:
@@ -131,13 +132,14 @@ class _Slot:
 class WorkerBatchPool:
     """A DataLoader worker's shared-memory storages, reused once the receiving process has let go of them.
 
-    ``flags[i]``, in shared memory, holds the ticket of the batch slot ``i``'s memory went out with, or 0
-    once it may be written again. The worker writes a ticket when it takes a slot; the receiving process
-    writes 0 (``ReturnedBatches``) after its last reference to that memory is gone, and only if the
-    ticket is still the one it received. A slot is taken again only when (a) nothing in the worker
-    holds its storage, (b) torch has not sent the storage since this pool last recorded it (it would
-    have been sent outside a ``SentBatch``: never handed back), and (c) its flag is 0, or its batch was
-    never sent at all.
+    ``flags[i]``, in shared memory, holds the ticket of the batch slot ``i``'s memory went out with, 0
+    once it may be written again, or ``RETIRED`` once the receiver knows it never can be (sent on from
+    there, inherited by a forked child): the slot then lets go of that memory and takes new memory.
+    The worker writes a ticket when it takes a slot; the receiving process writes 0 or ``RETIRED``
+    (``ReturnedBatches``) after its last reference to that memory is gone, and only if the ticket is
+    still the one it received. A slot is taken again only when (a) nothing in the worker holds its
+    storage, (b) torch has not sent the storage since this pool last recorded it (it would have been sent
+    outside a ``SentBatch``: never handed back), and (c) its flag is 0, or its batch was never sent.
     """
 
     SLOTS = 8
@@ -162,6 +164,8 @@ class WorkerBatchPool:
         lock (``locked()``) until a tensor holds it."""
         if self._pid != os.getpid():
             self._start()
+        for i in np.flatnonzero(self._flag_values == RETIRED):
+            self._slots[i], self._flag_values[i] = None, 0  # its memory lives on where it is read, unwritten
         reusable = [i for i, slot in enumerate(self._slots) if slot is not None and self._reusable(i)]
         fitting = sorted((i for i in reusable if fits(self._slot(i).storage, nbytes)),
                          key=lambda i: self._slot(i).storage.nbytes())
@@ -190,141 +194,59 @@ class WorkerBatchPool:
 
     def _reusable(self, index: int) -> bool:
         slot = self._slot(index)
-        if slot.key is None or _cache_entry(slot.key) is not slot.entry:
-            return False  # torch sent it since: someone may hold it that never hands it back
-        if not (slot.sent is False or self._flag_values[index] == 0):
+        if slot.key is None or not (slot.sent is False or self._flag_values[index] == 0):
             return False
         kept = [slot.storage]
-        del slot
-        return self._ownership.only_pool_holds(kept, 0, pool_refs=1)  # and the slot's
+        if not self._ownership.only_pool_holds(kept, 0, pool_refs=1):  # (and the slot's)
+            return False
+        # Nothing here holds it, so nothing here can send it from now on; asked in this order, a send
+        # by another thread between the two questions is seen by the second.
+        return _cache_entry(slot.key) is slot.entry  # else torch sent it: its receiver never hands it back
 
-    def send(self, storage: torch.UntypedStorage) -> Optional[Tuple[Any, torch.Tensor, int, int]]:
-        """For pickling a ``SentBatch`` whose tensors view ``storage``: (the storage reduced by torch, the
-        flags, the slot, its ticket), or None when the storage is not a slot's batch that was never sent
-        (then it is sent as torch sends any tensor, and its slot is retired: never reused)."""
+    def send(self, pointers: Dict[str, int]) -> Optional[Tuple[Any, torch.Tensor, int, int, int, List[str]]]:
+        """For pickling a ``SentBatch`` whose tensors' storages start at ``pointers`` (by key): (the slot's
+        storage reduced by torch, the flags, the slot, its ticket, its address, the keys of the tensors
+        in it), or None when none is in a slot's memory, or that memory was sent before (then the tensors
+        are sent as torch sends any tensor, a copy, and the slot is retired)."""
         with self._lock:
             if self._pid != os.getpid():
                 return None
+            found = []
             for index, slot in enumerate(self._slots):
-                if slot is not None and slot.storage.data_ptr() == storage.data_ptr():
-                    if slot.sent:  # sent twice: the first copy's return must not free it for the second
-                        self._slots[index] = None
-                        return None
-                    reduced = _reductions.reduce_storage(storage)
-                    slot.sent, slot.entry = True, _cache_entry(slot.key)
-                    return reduced, self.flags, index, slot.ticket
-            return None
+                start = slot.storage.data_ptr() if slot is not None else 0
+                inside = [key for key, p in pointers.items()
+                          if slot is not None and start <= p < start + slot.storage.nbytes()]
+                if inside:
+                    found.append((index, start, inside))
+            if not found:
+                return None
+            index, start, inside = found[0]
+            slot = self._slot(index)
+            if len(found) > 1 or slot.sent or _cache_entry(slot.key) is not slot.entry:
+                # two batches' memory in one message, a batch sent twice (the first copy's return must not
+                # free it for the second), or memory torch sent before (its receiver never hands it back)
+                for index, _, _ in found:
+                    self._slots[index] = None
+                return None
+            reduced = _reductions.reduce_storage(slot.storage)
+            slot.sent, slot.entry = True, _cache_entry(slot.key)
+            return reduced, self.flags, index, slot.ticket, start, inside
 
 
-class _Returned:
-    __slots__ = ("weak", "flags", "slot", "ticket", "key", "entry")
+class Block:
+    """Storages of their own over regions of one storage, each holding the whole of it alive (through a
+    NumPy view of it). A tensor on its own storage is what users expect of a batch's tensors:
+    ``torch.save`` writes that tensor's bytes only (it refuses views of one storage as different
+    dtypes), and sending it on (``share_memory_``, a multiprocessing queue) moves a copy of that region
+    to new shared memory, leaving the batch's memory unshared."""
 
-    def __init__(self, storage: torch.UntypedStorage, flags: torch.Tensor, slot: int, ticket: int) -> None:
-        self.weak = _reductions.StorageWeakRef(storage)
-        self.flags, self.slot, self.ticket = flags, slot, ticket
-        self.key = _cache_key(storage)
-        self.entry = _cache_entry(self.key)  # torch's, from receiving it: a new one if it is sent on
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.array = torch.empty((0,), dtype=torch.uint8).set_(storage).numpy()
 
-
-class ReturnedBatches:
-    """In a process that received ``SentBatch`` es: sets a slot's flag free once its storage is gone here.
-
-    Checked each time a batch arrives (the batch the caller still uses, and the one before it, which a
-    ``for`` loop drops only after the next arrives, are freed on later arrivals)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._watched: List[_Returned] = []
-
-    def watch(self, storage: torch.UntypedStorage, flags: torch.Tensor, slot: int, ticket: int) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._watched = os.getpid(), []
-            self._check()
-            returned = _Returned(storage, flags, slot, ticket)
-            if returned.entry is not None:
-                self._watched.append(returned)
-
-    def _check(self) -> None:
-        still = []
-        for returned in self._watched:
-            if not returned.weak.expired():
-                still.append(returned)
-            elif _cache_entry(returned.key) is returned.entry:  # not sent on from here
-                # the last reference is gone: its memory is unmapped here (a system call) before this
-                # store; the worker reads the flag before it writes
-                values = returned.flags.numpy()
-                if values[returned.slot] == returned.ticket:
-                    values[returned.slot] = 0
-        self._watched = still
-
-    def check(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                self._check()
-
-
-RETURNED = ReturnedBatches()
-
-
-class _Reduced:
-    """Pickles as the given reduction (torch's, of a storage)."""
-
-    def __init__(self, reduced: Tuple[Any, Tuple]) -> None:
-        self.reduced = reduced
-
-    def __reduce__(self) -> Tuple[Any, Tuple]:
-        return self.reduced
-
-
-_View = Tuple[str, torch.dtype, int, Tuple[int, ...], Tuple[int, ...]]  # ("view", dtype, offset, shape, stride)
-SMALL = 1 << 16  # elements: tensors up to this size are sent as bytes, not as shared memory of their own
-
-
-class SentBatch(dict):
-    """A batch made in a DataLoader worker (``collate_ctc``): a dict, which pickles its padded tensors as
-    views of one storage from the worker's pool, with what the receiver needs to hand that memory back.
-
-    Unpickled it is a plain dict. Pickled a second time, or when its tensors are not one pool batch's,
-    it pickles as a plain dict of tensors (torch's own sharing), and its memory is never reused."""
-
-    def __reduce__(self) -> Tuple[Any, Tuple]:
-        storages = {t.untyped_storage().data_ptr(): t.untyped_storage() for t in self.values()
-                    if isinstance(t, torch.Tensor) and t.untyped_storage().is_shared()}
-        sent = WORKER_POOL.send(next(iter(storages.values()))) if len(storages) == 1 else None
-        if sent is None:
-            return dict, (dict(self),)
-        reduced, flags, slot, ticket = sent
-        pointer = next(iter(storages))
-        fields: Dict[str, Any] = {}
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() == pointer:
-                fields[key] = ("view", value.dtype, value.storage_offset(), tuple(value.shape), value.stride())
-            elif (isinstance(value, torch.Tensor) and value.device.type == "cpu" and not value.requires_grad
-                  and value.numel() <= SMALL and value.dtype in _NUMPY_DTYPES):
-                fields[key] = ("array", value.numpy().copy())
-            else:
-                fields[key] = ("value", value)
-        return _rebuild_sent_batch, (_Reduced(reduced), flags, slot, ticket, fields)
-
-
-_NUMPY_DTYPES = (torch.int64, torch.int32, torch.bool, torch.float32, torch.float16, torch.float64, torch.uint8)
-
-
-def _rebuild_sent_batch(storage: torch.UntypedStorage, flags: torch.Tensor, slot: int, ticket: int,
-                        fields: Dict[str, Tuple]) -> Dict[str, Any]:
-    batch: Dict[str, Any] = {}
-    for key, field in fields.items():
-        if field[0] == "view":
-            _, dtype, offset, shape, stride = field
-            batch[key] = torch.empty((0,), dtype=dtype).set_(storage, offset, shape, stride)
-        elif field[0] == "array":
-            batch[key] = torch.from_numpy(field[1])
-        else:
-            batch[key] = field[1]
-    RETURNED.watch(storage, flags, slot, ticket)
-    return batch
+    def region(self, start: int, nbytes: int) -> torch.UntypedStorage:
+        if nbytes == 0:
+            return torch.UntypedStorage(0)
+        return torch.frombuffer(self.array, dtype=torch.uint8, count=nbytes, offset=start).untyped_storage()
 
 
 WORKER_POOL = WorkerBatchPool()
@@ -332,19 +254,19 @@ MAIN_MEMORY = BatchMemory()
 
 
 def batch_tensors(specs: Sequence[Tuple[Tuple[int, ...], torch.dtype]], in_worker: bool) -> List[torch.Tensor]:
-    """Uninitialised contiguous tensors of the given (shape, dtype)s on one storage (each at a 64-byte
-    boundary): shared memory from the worker's pool in a DataLoader worker, else the main process's."""
-    offsets, nbytes = [], 0
+    """Uninitialised contiguous tensors of the given (shape, dtype)s, each on a storage of its own over a
+    region of one memory block (each at a 64-byte boundary): shared memory from the worker's pool in a
+    DataLoader worker, else the main process's."""
+    regions, nbytes = [], 0
     for shape, dtype in specs:
-        offsets.append(nbytes)
         size = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        regions.append((nbytes, size))
         nbytes += -(-size // ALIGN) * ALIGN
     pool = WORKER_POOL if in_worker else MAIN_MEMORY
     with pool.locked():
-        storage = pool.storage(max(nbytes, 1))
+        memory = Block(pool.storage(max(nbytes, 1)))
         tensors = []
-        for (shape, dtype), offset in zip(specs, offsets):
-            element = torch.empty((), dtype=dtype).element_size()
+        for (shape, dtype), (start, size) in zip(specs, regions):
             strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
-            tensors.append(torch.empty((0,), dtype=dtype).set_(storage, offset // element, shape, strides))
+            tensors.append(torch.empty((0,), dtype=dtype).set_(memory.region(start, size), 0, shape, strides))
         return tensors

@@ -8,7 +8,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
-from .batch_memory import SentBatch, batch_tensors
+from .batch_memory import batch_tensors
+from .batch_sending import SentBatch
 
 MASKS = ("valid", "imputed")  # per point and frame, padded with False
 

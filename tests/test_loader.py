@@ -14,7 +14,7 @@ import torch
 from helpers import fake_record, write_corpus_csv
 from torch.utils.data import DataLoader
 
-from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, batch_memory, batching, collate_ctc
+from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, batch_memory, batch_sending, batching, collate_ctc
 from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import part_slices
@@ -244,7 +244,7 @@ def test_an_epoch_kept_whole_holds_every_batch_intact(cached):
 
 def _memory_key(batch: dict):
     """Which shared memory a received batch is in (the same key when a worker wrote into it again)."""
-    key = batch_memory._cache_key(batch["landmarks"].untyped_storage())
+    key = batch_sending.RETURNED.key_of(batch["landmarks"])
     assert key is not None
     return key
 
@@ -297,18 +297,19 @@ def test_memory_the_main_process_still_holds_is_never_written_again(cached, hold
             assert torch.equal(torch.from_numpy(held), expected[0])
 
 
-def test_memory_sent_on_from_the_main_process_is_never_written_again(cached):
-    """A batch the main process sends on to another process (torch's sharing): the memory is not reused
-    once the main process drops it, since the other process may still read it."""
+def test_a_tensor_the_main_process_sends_on_goes_as_a_copy(cached):
+    """A batch's tensor the main process sends on to another process (torch's sharing) takes a copy of its
+    own: the batch's memory goes back to its worker and is written again, and the other process still
+    reads the values it was sent."""
     ds = dataset(cached)
     batches = _many_batches()
     loader = iter(_loader(ds, batches))
     first = next(loader)
-    sent = ForkingPickler.dumps(first["landmarks"])  # as a multiprocessing queue sends it
     key, snapshot = _memory_key(first), first["landmarks"].clone()
+    sent = ForkingPickler.dumps(first["landmarks"])  # as a multiprocessing queue sends it
     del first
     later = [_memory_key(batch) for batch in loader]
-    assert key not in later
+    assert key in later
     assert torch.equal(ForkingPickler.loads(sent), snapshot)  # what the other process reads, still intact
 
 
@@ -335,6 +336,57 @@ def test_a_batch_a_worker_sends_twice_is_never_written_again(cached):
         assert torch.equal(batch["landmarks"], expected["landmarks"])
 
 
+def _noting_whether_kept(items):
+    """collate_ctc, and whether the worker's pool kept the batch's memory for a later batch."""
+    batch = collate_ctc(items)
+    pointer = batch["landmarks"].untyped_storage().data_ptr()
+    slots = batch_memory.WORKER_POOL._slots
+    return {"batch": batch, "kept": any(s is not None and s.storage.data_ptr() == pointer for s in slots)}
+
+
+@pytest.mark.skipif("fork" not in torch.multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_workers_take_new_memory_for_slots_whose_memory_was_sent_on(cached):
+    """A child forked after each of the first 20 batches inherits the batches the main process maps, so
+    their slots are retired; the slots then take new memory, kept and reused, instead of leaving the pool
+    empty for the rest of the run."""
+    ds = dataset(cached)
+    batches = _many_batches(60)
+    context = torch.multiprocessing.get_context("fork")
+    kept = []
+    for k, message in enumerate(_loader(ds, batches, collate=_noting_whether_kept)):
+        if k < 20:
+            child = context.Process(target=int)
+            child.start()
+            child.join(60)
+        kept.append(message["kept"])
+    assert all(kept[-10:]), kept
+
+
+def _read_when_told(landmarks, go, out):
+    go.wait(60)
+    out.put(landmarks.numpy().copy())  # by value: this child's memory is gone once it exits
+
+
+@pytest.mark.skipif("fork" not in torch.multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_batch_a_child_inherited_is_never_written_again(cached):
+    """The main process forks a child while it holds a batch (the child maps the same memory), then drops
+    it and reads the rest of the epoch: the child, reading only then, still finds its batch's values."""
+    ds = dataset(cached)
+    batches = _many_batches()
+    context = torch.multiprocessing.get_context("fork")
+    go, out = context.Event(), context.SimpleQueue()
+    loader = iter(_loader(ds, batches))
+    first = next(loader)
+    child = context.Process(target=_read_when_told, args=(first["landmarks"], go, out))
+    child.start()
+    del first
+    assert len(list(loader)) == len(batches) - 1
+    go.set()
+    read = out.get()
+    child.join(60)
+    assert torch.equal(torch.from_numpy(read), collate_ctc([ds[i] for i in batches[0]])["landmarks"])
+
+
 # --- the worker's pool, in this process (a worker's view) ----------------------------------------------
 
 @pytest.fixture
@@ -351,25 +403,69 @@ def test_a_worker_reuses_memory_of_a_batch_it_never_sent(cached, as_worker):
     assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() == first
 
 
-def test_a_worker_never_reuses_memory_sent_outside_a_batch(cached, as_worker):
-    """A tensor of the batch sent on its own (torch's sharing): nobody hands it back, so it is never reused."""
+def test_a_tensor_of_a_batch_sent_on_its_own_goes_as_a_copy(cached, as_worker):
+    """An item's tensor sent on its own (torch's sharing) takes a copy of its region with it: the pool's
+    memory is not shared by that, so it is reused, and the receiver's values stay intact."""
     ds = dataset(cached)
     items = ds.__getitems__([3, 6])
     pointer = items[0]["landmarks"].untyped_storage().data_ptr()
+    expected = items[0]["landmarks"].clone()
     sent = ForkingPickler.dumps(items[0]["landmarks"])
     del items
-    for _ in range(3):
-        assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() != pointer
-    assert sent
+    later = ds.__getitems__([6, 3])
+    assert later[0]["landmarks"].untyped_storage().data_ptr() == pointer  # written again
+    assert torch.equal(ForkingPickler.loads(sent), expected)
 
 
 def test_a_worker_never_reuses_memory_a_sent_batch_had_until_it_is_handed_back(cached, as_worker):
     ds = dataset(cached)
     batch = collate_ctc(ds.__getitems__([3, 6]))
-    assert isinstance(batch, batch_memory.SentBatch)
+    assert isinstance(batch, batch_sending.SentBatch)
     pointer = batch["landmarks"].untyped_storage().data_ptr()
     sent = ForkingPickler.dumps(batch)
     del batch
     for _ in range(3):
         assert ds.__getitems__([3, 6])[0]["landmarks"].untyped_storage().data_ptr() != pointer
     assert sent
+
+
+def test_a_view_of_a_batch_sent_before_the_batch_goes_as_a_copy(cached, as_worker):
+    """A view of the batch sent on its own (say a preview for a logger) before the batch itself: the
+    preview's receiver reads its own copy, whatever the pool writes later, and the batch still goes with
+    its hand-back."""
+    ds = dataset(cached)
+    batch = collate_ctc(ds.__getitems__([3, 6]))
+    expected = batch["landmarks"][:1].clone()
+    preview = ForkingPickler.dumps(batch["landmarks"][:1])
+    assert b"_rebuild_sent_batch" in bytes(ForkingPickler.dumps(batch))
+    del batch
+    for _ in range(3):
+        collate_ctc(ds.__getitems__([6, 3]))
+    assert torch.equal(ForkingPickler.loads(preview), expected)
+
+
+def test_copies_of_a_batch_in_a_worker_are_ordinary_copies(cached, as_worker):
+    """copy, deepcopy and pickle in a worker: a deep copy has memory of its own (writing it leaves the
+    batch alone), and both still send as batches do."""
+    import copy
+    import pickle
+
+    ds = dataset(cached)
+    batch = collate_ctc(ds.__getitems__([3, 6]))
+    before = batch["landmarks"].clone()
+    deep, shallow = copy.deepcopy(batch), copy.copy(batch)
+    assert deep["landmarks"].untyped_storage().data_ptr() != batch["landmarks"].untyped_storage().data_ptr()
+    deep["landmarks"] += 1000
+    assert torch.equal(batch["landmarks"], before) and shallow["landmarks"] is batch["landmarks"]
+    assert torch.equal(pickle.loads(pickle.dumps(batch))["landmarks"], before)
+    assert torch.equal(torch.load(_saved(batch))["landmarks"], before)
+    assert b"_rebuild_sent_batch" in bytes(ForkingPickler.dumps(batch))
+
+
+def _saved(batch):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(dict(batch), buffer)
+    buffer.seek(0)
+    return buffer
