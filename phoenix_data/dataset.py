@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,7 +24,17 @@ from .corpus import Sample, check_split, find_release, read_release_split
 from .extract import ExtractorSpec
 from .extract.mediapipe.settings import HolisticSettings
 from .frames import FramesError, list_frames
-from .record import PARTS, CacheRecordError, LandmarkRecord, RecordHeader, fill_confidence, fill_found, part_slices
+from .record import (
+    PARTS,
+    CacheRecordError,
+    LandmarkRecord,
+    RecordHeader,
+    fill_confidence,
+    fill_found,
+    part_slices,
+    select_columns,
+)
+from .transforms import Compose, SelectPoints
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -42,7 +52,8 @@ class PhoenixLandmarks(Dataset):
         split: "train", "dev" or "test".
         cache: the LMDB cache directory (created if missing, unless ``readonly``).
         release: picks the release where ``root`` holds several ("multisigner", "si5", "2014-T", ...).
-        transform: called on each item dict.
+        transform: called on each item dict (one that starts with ``SelectPoints`` gets a cached sample
+            decoded at those points only: the same item as selecting from all of them).
         settings: MediaPipe settings; their fingerprint must match the cache's.
         vocab: gloss vocabulary; by default built from the release's train split.
         readonly: train from a finished cache (also on a read-only disk); a miss raises.
@@ -84,13 +95,55 @@ class PhoenixLandmarks(Dataset):
     def __getitem__(self, index: int) -> Dict:
         sample = self.samples[index]
         with _one_thread():
-            record = self._record(sample)
-            if self.transform is None:
-                return self._to_item(sample, record, self.dtype)
-            item = self.transform(self._to_item(sample, record, torch.float32))
+            if self.transform is not None:
+                return self._transformed([sample])[0]
+            return self._to_item(sample, self._record(sample), self.dtype)
+
+    def _transformed(self, samples: List[Sample]) -> List[Dict]:
+        """Items through the transform. When it starts with ``SelectPoints`` (alone or first in a
+        ``Compose``) and every sample is cached, only the selected points are decoded (one transaction,
+        no item of all 543 points made): the same item as selecting from the full one."""
+        assert self.transform is not None
+        steps: List[Callable[[Any], Any]] = list(
+            self.transform.transforms if isinstance(self.transform, Compose) else [self.transform])
+        items = None
+        if steps and isinstance(steps[0], SelectPoints):
+            try:
+                items = self._read_selected(samples, steps[0])
+            except CacheRecordError:
+                items = None  # read again record by record: a lock-free reader's retry, or the error
+        if items is None:
+            items, steps = [self._to_item(s, self._record(s), torch.float32) for s in samples], [self.transform]
+        else:
+            steps = steps[1:]
+        for i, item in enumerate(items):
+            for step in steps:
+                item = step(item)
             if item["landmarks"].dtype != self.dtype:
                 item["landmarks"] = item["landmarks"].to(self.dtype)
-            return item
+            items[i] = item
+        return items
+
+    def _read_selected(self, samples: List[Sample], select: SelectPoints) -> Optional[List[Dict]]:
+        """Cached samples as ``select`` leaves them, only its points decoded; None when one is not cached."""
+        num_points = self.settings.num_points
+        wanted = select.ids(num_points)
+        columns = wanted.numpy()
+        items: List[Dict] = []
+
+        def fill(sizes: List[int]) -> Callable[[int, RecordHeader, Dict[str, np.ndarray]], None]:
+            def put(b: int, header: RecordHeader, arrays: Dict[str, np.ndarray]) -> None:
+                landmarks, confidence, found = select_columns(arrays, columns)
+                item = self._item(samples[b], header.frames, torch.from_numpy(landmarks).float(),
+                                  torch.from_numpy(confidence), torch.from_numpy(found))
+                item.update(imputed=torch.zeros(found.shape, dtype=torch.bool), point_ids=wanted,
+                            layout_points=num_points)
+                items.append(item)
+            return put
+
+        if not self.cache.read_batch([sample.key for sample in samples], fill, _scratch()):
+            return None
+        return items
 
     def __getitems__(self, indices: List[int]) -> List[Dict]:
         """The items of one batch (PyTorch's DataLoader calls this with a batch's indices).
@@ -99,9 +152,9 @@ class PhoenixLandmarks(Dataset):
         memory in a worker) and each item's tensors are its rows: ``collate_ctc`` then passes that batch on
         without a copy, and any other collate gets ordinary items.
         """
-        if self.transform is not None:
-            return [self[index] for index in indices]
         with _one_thread():
+            if self.transform is not None:
+                return self._transformed([self.samples[index] for index in indices])
             samples = [self.samples[index] for index in indices]
             try:
                 items = self._read_batch(samples)

@@ -18,6 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -286,6 +287,29 @@ def fill_found(arrays: Dict[str, np.ndarray], valid: np.ndarray) -> None:
     presence = arrays["presence"].astype(bool)
     for index, part in enumerate(PARTS):
         valid[:, slices[part]] = presence[:, index:index + 1]
+
+
+def select_columns(arrays: Dict[str, np.ndarray], columns: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A record's landmarks (float16 as stored, [T, K, 3]), confidence (float32 [T, K]) and found mask (bool
+    [T, K]) at the layout points ``columns`` (K indices) only: the values ``fill_confidence`` and
+    ``fill_found`` give at those points, made without the other points. New arrays (no view of ``arrays``)."""
+    # np.take: C-contiguous results (a[:, columns] may come out with its axes' strides swapped)
+    part = _part_of_points(arrays["landmarks"].shape[1])[columns]  # [K]: each point's part index
+    found = np.take(arrays["presence"], part, axis=1)  # [T, K] 0/1
+    confidence = found.astype(np.float32)
+    pose = np.flatnonzero(part == 0)  # (the pose's points come first in the layout)
+    if pose.size:
+        confidence[:, pose] = np.take(arrays["visibility"], columns[pose], axis=1) / np.float32(255)
+    return np.take(arrays["landmarks"], columns, axis=1), confidence, found.astype(bool)
+
+
+@lru_cache(maxsize=None)
+def _part_of_points(num_points: int) -> np.ndarray:
+    """int [num_points]: the index in PARTS of each point's part."""
+    index = np.empty(num_points, np.intp)
+    for i, part in enumerate(PARTS):
+        index[part_slices(num_points)[part]] = i
+    return index
 
 
 def _split_payload(payload: memoryview, header: RecordHeader) -> Dict[str, np.ndarray]:

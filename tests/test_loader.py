@@ -11,14 +11,14 @@ from multiprocessing.reduction import ForkingPickler
 import numpy as np
 import pytest
 import torch
-from helpers import fake_record, write_corpus_csv
+from helpers import fake_record, raw_get, raw_put, write_corpus_csv
 from torch.utils.data import DataLoader
 
 from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, batch_memory, batch_sending, batching, collate_ctc
-from phoenix_data.cache import LandmarkCache
+from phoenix_data.cache import CacheRecordError, LandmarkCache
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import part_slices
-from phoenix_data.transforms import Compose, Normalize, SelectPoints
+from phoenix_data.transforms import Compose, Mirror, Normalize, RandomAffine, SelectPoints, TimeWarp
 from phoenix_data.transforms.base import validity
 
 FAKE = FakeExtractorSettings()
@@ -125,6 +125,53 @@ def test_float16_items_hold_the_stored_values(cached):
     reference = dataset(cached, transform=transform)[4]  # transforms compute in float32, then convert
     assert transformed["landmarks"].dtype == torch.float16
     assert torch.equal(transformed["landmarks"], reference["landmarks"].half())
+
+
+PIPELINES = {
+    "select alone": lambda: SelectPoints("pose_upper_body", "left_hand", "right_hand", "lips"),
+    "select first": lambda: Compose([SelectPoints("lips", [12, 11], "right_hand", "left_hand"),
+                                     Normalize(image_size=(210, 260)), Mirror(p=0.5), RandomAffine(), TimeWarp()],
+                                    seed=3),
+    "select later": lambda: Compose([Normalize(), SelectPoints("pose", "face")]),
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_transformed_item_is_the_transform_of_the_full_item(cached, pipeline, dtype):
+    """Transforms that start with SelectPoints read only the selected points: the same items, to the bit,
+    as the transform applied to the full item, one at a time and a batch at a time."""
+    ds, plain = dataset(cached, transform=PIPELINES[pipeline](), dtype=dtype), dataset(cached)
+    reference = PIPELINES[pipeline]()
+    expected = []
+    for i in range(len(ds)):
+        item = reference(plain[i])
+        item["landmarks"] = item["landmarks"].to(dtype)
+        expected.append(item)
+    for i in range(len(ds)):
+        assert_items_equal(ds[i], expected[i])
+    for i, item in zip([7, 2, 5], ds.__getitems__([7, 2, 5])):
+        assert_items_equal(item, expected[i])
+
+
+def test_a_damaged_record_read_through_a_selection_is_refused(cached, tmp_path):
+    """The selected read checks each record as every read does: a damaged one raises, naming it."""
+    import shutil
+
+    root, cache = cached
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    key = f"{RELEASE}/train/s4"
+    data = bytearray(raw_get(copy, key))
+    data[-7] ^= 0xFF
+    raw_put(copy, {key: bytes(data)})
+    ds = PhoenixLandmarks(root, "train", cache=copy, settings=FAKE, readonly=True,
+                          transform=PIPELINES["select alone"]())
+    assert len(ds.__getitems__([0, 1])) == 2
+    with pytest.raises(CacheRecordError, match=f"'{key}' fails its checksum"):
+        ds.__getitems__([3, 4])
+    with pytest.raises(CacheRecordError, match=f"'{key}' fails its checksum"):
+        ds[4]
 
 
 def test_a_dtype_other_than_float32_or_float16_is_refused(cached):

@@ -174,12 +174,16 @@ class SelectPoints(Transform):
             raise ValueError(f"point indices {bad[:10]} outside the extraction layout of {num_points} points.")
         return list(dict.fromkeys(ids))
 
+    def ids(self, num_points: int) -> torch.Tensor:
+        """LongTensor[K]: the layout points kept, in order (``layout_ids``; cached: do not modify it)."""
+        if num_points not in self._ids:
+            self._ids[num_points] = torch.tensor(self.layout_ids(num_points), dtype=torch.long)
+        return self._ids[num_points]
+
     def __call__(self, item: Item) -> Item:
         ensure_masks(item)
         n = layout_points(item)
-        if n not in self._ids:
-            self._ids[n] = torch.tensor(self.layout_ids(n), dtype=torch.long)
-        wanted = self._ids[n]
+        wanted = self.ids(n)
         take_points(item, wanted if "point_ids" not in item else self._columns(item, wanted.tolist()))
         item["point_ids"], item["layout_points"] = wanted, n
         return item
