@@ -45,8 +45,12 @@ HAND_EDGES: Tuple[Tuple[int, int], ...] = (
     (10, 11), (11, 12), (13, 14), (13, 17), (14, 15), (15, 16), (17, 18), (18, 19), (19, 20))
 
 
+@lru_cache(maxsize=None)
 def part_slices(num_points: int) -> Dict[str, slice]:
-    """Where each part sits in a [.., num_points, ..] array (face has the points not in the others)."""
+    """Where each part sits in a [.., num_points, ..] array (face has the points not in the others).
+
+    Cached (every record read asks for it; computing it took ~20 us): do not modify the returned dict.
+    """
     face = num_points - POSE_POINTS - 2 * HAND_POINTS
     if face not in (FACE_POINTS, FACE_POINTS_REFINED):
         raise ValueError(f"{num_points} landmarks per frame; expected {NUM_POINTS} or "

@@ -222,6 +222,19 @@ def test_mirror_after_normalize_flips_about_the_shoulder_midpoint():
     assert torch.allclose(out["landmarks"][:, [LS, RS], :2].mean(dim=1), torch.zeros(2, 2), atol=1e-5)
 
 
+
+@pytest.mark.parametrize("subsets", [("right_hand", "pose_upper_body", "left_hand", "eyes"),
+                                     ("eyebrows", "pose", "lips", "right_hand", "left_hand", "face_contour")])
+def test_mirror_and_normalize_after_select_points_give_the_selection_of_their_result(subsets):
+    """Steps after SelectPoints find shoulders and mirror partners by the item's point_ids: the same values
+    as the step on all points, then the selection (selections closed under mirroring, in scrambled order)."""
+    select = SelectPoints(*subsets)
+    item = synthetic_item(5, missing={"left_hand": [1], "face": [3]})
+    for step in (Mirror(p=1.0), Normalize(image_size=(210, 260))):
+        before, after = select(step(copy(item))), step(select(copy(item)))
+        for key in ("landmarks", "confidence", "valid", "imputed", "point_ids"):
+            assert torch.equal(before[key], after[key]), (step, key)
+
 # --- RandomAffine -----------------------------------------------------------------------------------
 
 def distances(xy):

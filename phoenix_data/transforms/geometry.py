@@ -14,11 +14,8 @@ from .base import (
     Transform,
     columns_of,
     ensure_masks,
-    has_value,
     layout_points,
     require_xyz,
-    select_columns,
-    select_points,
     zero_missing_,
 )
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
@@ -29,6 +26,7 @@ log = logging.getLogger(__name__)
 MIN_SHOULDER_WIDTH = 1e-3
 IMAGE_CENTRE = 0.5
 MODES = ("frame", "clip")
+SHOULDERS = np.array([POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER])
 
 
 def _pixel_scale(image_size: Optional[Sequence[int]]) -> torch.Tensor:
@@ -73,13 +71,13 @@ class Normalize(Transform):
 
         In numpy: these are tiny arrays, on which each torch call costs more than the arithmetic.
         """
-        cols = columns_of(item, [POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER], "Normalize")
+        cols = columns_of(item, SHOULDERS, "Normalize").numpy()
         scale = self._scale.numpy().astype(np.float64)
-        xy = select_points(item["landmarks"], cols)[..., :2].numpy() * scale  # [T, 2, 2]
-        present = select_columns(has_value(item), cols).numpy().all(axis=1)
+        xy = item["landmarks"].numpy()[:, cols, :2] * scale  # [T, 2, 2]
+        present = (item["valid"].numpy()[:, cols] | item["imputed"].numpy()[:, cols]).all(axis=1)
         width = np.hypot(*(xy[:, 0] - xy[:, 1]).T)
         usable = present & (width > MIN_SHOULDER_WIDTH * scale.mean())
-        return xy.mean(axis=1), width, usable
+        return (xy[:, 0] + xy[:, 1]) / 2, width, usable  # the mean of the two, as xy.mean(axis=1) gives it
 
     def __call__(self, item: Item) -> Item:
         ensure_masks(item)
