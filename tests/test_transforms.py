@@ -222,7 +222,6 @@ def test_mirror_after_normalize_flips_about_the_shoulder_midpoint():
     assert torch.allclose(out["landmarks"][:, [LS, RS], :2].mean(dim=1), torch.zeros(2, 2), atol=1e-5)
 
 
-
 @pytest.mark.parametrize("subsets", [("right_hand", "pose_upper_body", "left_hand", "eyes"),
                                      ("eyebrows", "pose", "lips", "right_hand", "left_hand", "face_contour")])
 def test_mirror_and_normalize_after_select_points_give_the_selection_of_their_result(subsets):
@@ -234,6 +233,7 @@ def test_mirror_and_normalize_after_select_points_give_the_selection_of_their_re
         before, after = select(step(copy(item))), step(select(copy(item)))
         for key in ("landmarks", "confidence", "valid", "imputed", "point_ids"):
             assert torch.equal(before[key], after[key]), (step, key)
+
 
 # --- RandomAffine -----------------------------------------------------------------------------------
 

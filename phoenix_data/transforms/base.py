@@ -125,15 +125,12 @@ def columns_of(item: Item, layout_ids: Union[Sequence[int], np.ndarray], who: st
     One lookup table over the layout (NumPy: ~5x faster than a dict of the item's columns per call).
     """
     wanted = np.asarray(layout_ids, dtype=np.int64)
-    if "point_ids" not in item:
-        where = np.arange(item["landmarks"].shape[1])
-    else:
-        ids = item["point_ids"].numpy()
-        size = max(layout_points(item), int(ids.max(initial=-1)) + 1, int(wanted.max(initial=-1)) + 1)
-        where = np.full(size, -1, dtype=np.int64)
-        where[ids] = np.arange(len(ids))  # a point held twice: its last column, as before
-    inside = (wanted >= 0) & (wanted < len(where))
-    columns = np.where(inside, where[np.where(inside, wanted, 0)], -1)
+    ids = point_ids(item).numpy()
+    where = np.full(max(int(ids.max(initial=-1)), int(wanted.max(initial=-1))) + 1, -1, dtype=np.int64)
+    where[ids] = np.arange(len(ids))  # a point held twice: its last column, as before
+    columns = np.full(len(wanted), -1, dtype=np.int64)
+    known = wanted >= 0
+    columns[known] = where[wanted[known]]
     if (columns < 0).any():
         missing = wanted[columns < 0].tolist()
         raise ValueError(f"{who} needs layout points {missing[:10]}{'...' if len(missing) > 10 else ''}, which "
