@@ -4,11 +4,15 @@
 - ``mediapipe`` is imported only inside ``phoenix_data/extract/mediapipe/``;
 - nothing outside ``phoenix_data/cli/`` imports ``phoenix_data.cli``;
 - MediaPipe settings are constructed only at the top (the commands, the Dataset's default);
-- modules stay under 400 lines.
+- modules stay under 400 lines;
+- a Ray actor's module imports no torch (checked by importing it in a fresh Python: the one test here
+  that runs anything).
 """
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
@@ -148,3 +152,14 @@ def test_modules_stay_small():
     long = {name: n for name, path in modules().items()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert long == {}
+
+
+def test_a_ray_actor_imports_no_torch():
+    """Each Ray actor is a fresh Python importing ``phoenix_data.warm.actor``: torch would cost it ~2 s
+    and ~190 MB. (``phoenix_data.warm`` imports torch only when a local job runs: ``warm.run``.)"""
+    probe = ("import sys; heavy = lambda: sorted(m for m in ('torch', 'cv2', 'mediapipe') if m in sys.modules); "
+             "import phoenix_data.warm.actor; print(heavy()); "
+             "import phoenix_data.warm.run; print(heavy())")  # the second line shows the probe sees torch
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout.splitlines()
+    assert out == ["[]", "['torch']"]

@@ -4,7 +4,9 @@ A program calls ``warm(WarmOptions(root=..., cache=...)) -> WarmOutcome``; the c
 (``phoenix-warm-cache``) lives in ``phoenix_data.cli``. The job's parts:
 
 - ``plan``: options, and which samples still need extracting (no frame read for cached ones);
-- ``run``: worker processes in rounds, crashed workers, Ctrl+C;
+- ``run``: worker processes in rounds, crashed workers, Ctrl+C (DataLoader workers: the one part
+  that imports torch, so the package imports it only when a job runs here);
+- ``results``: what comes back per sample, and how the run ended;
 - ``progress``: the bar or heartbeat;
 - ``report``: metrics.csv, summary.json, failed_samples.json, exit statuses.
 """
@@ -19,7 +21,6 @@ from ..cache import describe_discarded
 from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .plan import ALL_SPLITS, WarmOptions, WarmPlan, available_cores, default_workers, make_plan
 from .report import METRICS_FILE, MetricsWriter, WarmOutcome, finish
-from .run import run_tasks
 from .summary import WarmCounts, WarmSummary
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def warm(options: WarmOptions, plan: Optional[WarmPlan] = None) -> WarmOutcome:
              len(plan.samples), plan.scope(), plan.cached, len(plan.failed_before),
              "" if options.retry_failed else " (not retried)", len(plan.todo), options.workers,
              "" if options.workers == 1 else "s", plan.cache.path)
+    from .run import run_tasks  # noqa: PLC0415 - torch (DataLoader workers); a Ray actor imports this package without it
+
     metrics = MetricsWriter(reports / METRICS_FILE, datetime.now().astimezone().isoformat(timespec="seconds"))
     try:
         with _quiet("phoenix_data.cache.fill"):  # failures are logged once, by the job, not by each worker

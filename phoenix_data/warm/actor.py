@@ -5,9 +5,9 @@ sample it is given. It reads the frames on its own node, extracts, and returns t
 (``encode_record(record, key)``: what the cache stores, no pickle) with small metadata. It never
 opens the cache: the driver is the one writer.
 
-It lives outside ``phoenix_data.warm`` (whose driver side is ``phoenix_data.warm.ray``) because importing
-that package imports torch (the local workers are DataLoader workers): an actor never needs torch, and
-without it starts ~3 s sooner and keeps ~180 MB less resident.
+Nothing it imports imports torch (the package ``phoenix_data.warm`` imports it only when a local job
+runs: its workers are DataLoader workers): an actor never needs torch, and without it starts ~2 s
+sooner and keeps ~190 MB less resident (37 MB against 224 MB measured after the imports alone).
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from .actor import ActorResult, WarmActor
 from .plan import WarmOptions, WarmPlan, default_workers, make_plan
 from .progress import make_progress
 from .report import METRICS_FILE, MetricsWriter, WarmOutcome, finish
-from .run import RunState, TaskResult, take_result
+from .results import RunState, TaskResult, take_result
 
 log = logging.getLogger(__name__)
 

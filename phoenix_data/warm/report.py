@@ -24,7 +24,7 @@ from ..exit_codes import EXIT_ABORTED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
 from ..extract import extractor_versions
 from ..record import PARTS
 from .plan import WarmOptions, WarmPlan
-from .run import RunState, TaskResult
+from .results import RunState, TaskResult
 from .summary import WarmCounts, WarmSummary
 
 log = logging.getLogger(__name__)

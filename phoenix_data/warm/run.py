@@ -20,7 +20,7 @@ import resource
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Set
+from typing import Iterator, List, Optional, Sequence
 
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
@@ -29,6 +29,7 @@ from ..cache.fill import CLAIM_WAIT_SECONDS, Outcome, SampleStatus, fill_sample
 from ..extract import fork_unsafe_builds
 from .plan import WarmOptions, WarmPlan
 from .progress import Progress, make_progress
+from .results import RunState, TaskResult, take_result
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +38,6 @@ log = logging.getLogger(__name__)
 RESULT_TIMEOUT_SECONDS = 600.0
 # Rounds in a row in which workers died before finishing or isolating any sample: then the run stops.
 MAX_FRUITLESS_ROUNDS = 3
-
-
-@dataclass
-class TaskResult:
-    """What a worker sends back for one sample: small, no landmarks."""
-
-    task: int  # index into plan.samples
-    status: SampleStatus
-    cpu_seconds: float  # process CPU time (all threads, MediaPipe's too) spent on this sample
-    max_rss_mb: float  # the worker's peak resident memory so far
-    fatal: str = ""  # a cache-level error: the run must stop (not the sample's fault)
-
-
-@dataclass
-class RunState:
-    """What came back from the workers, and how the run ended."""
-
-    results: List[TaskResult] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    interrupted: bool = False
-    aborted: str = ""  # why the run stopped early, besides Ctrl+C
-    fatal: bool = False  # aborted by a cache-level error (disk full, settings changed, cache deleted)
-    job_pids: Set[int] = field(default_factory=set)  # every process of this job that may have extracted
-    crashes: int = 0  # workers that died during the run
-    waiting_elsewhere: List[int] = field(default_factory=list)  # still held by another process at the end
-
-    def keys(self, outcome: Outcome) -> List[str]:
-        return [r.status.key for r in self.results if r.status.outcome == outcome]
 
 
 class WarmTasks(Dataset):
@@ -140,16 +113,6 @@ class _Round:
     deferred: List[int] = field(default_factory=list)  # another process held these
     broken: str = ""  # why the workers stopped early (a worker died or hung)
     suspects: List[int] = field(default_factory=list)  # samples the workers held then
-
-
-def take_result(plan: WarmPlan, state: RunState, metrics, progress: Progress, result: TaskResult) -> None:
-    """One sample's final result, whoever ran it (local workers, Ray actors): state, metrics.csv, progress."""
-    state.results.append(result)
-    metrics.write(plan, result)
-    failed = result.status.outcome == Outcome.FAILED
-    progress.update(failed, result.status.frames if result.status.outcome == Outcome.EXTRACTED else 0)
-    if failed:
-        progress.note(f"[warm] failed: {result.status.key}: {result.status.reason}")
 
 
 class _Runner:
