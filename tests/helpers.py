@@ -188,8 +188,10 @@ def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) ->
 # Raw LMDB access to a cache (no phoenix_data code in between): to read records as stored and to
 # damage them on purpose. The one place the tests open a cache's LMDB environment themselves.
 @contextlib.contextmanager
-def raw_lmdb(cache: Path, write: bool = False) -> Iterator[lmdb.Environment]:
-    env = lmdb.open(str(cache), max_dbs=3) if write else lmdb.open(str(cache), readonly=True, lock=False, max_dbs=3)
+def raw_lmdb(cache: Path, write: bool = False, **options) -> Iterator[lmdb.Environment]:
+    """``options``: more of ``lmdb.open``'s (a writer's ``map_size``, ``sync``)."""
+    options = {"max_dbs": 4, **options} if write else {"readonly": True, "lock": False, "max_dbs": 4, **options}
+    env = lmdb.open(str(cache), **options)
     try:
         yield env
     finally:

@@ -6,13 +6,15 @@ import os
 import pickle
 import shutil
 import stat
+import time
 
 import lmdb
 import numpy as np
 import pytest
-from helpers import fake_record, raw_put
+from helpers import fake_record, raw_lmdb, raw_put
 
 from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, decode_record, encode_record
+from phoenix_data.cache.lmdb_env import close_every_process_handle
 from phoenix_data.extract.mediapipe.runtime import mediapipe_version
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.record import NUM_POINTS, part_slices
@@ -139,6 +141,42 @@ def test_two_processes_write_at_once(tmp_path, start_method):
             got = cache.get(f"w{w}/{i}")
             assert np.abs(got.landmarks - expected.landmarks).max() < 6e-4
     cache.close()
+
+
+def _grow(path, stop, commits):
+    """Any writer of the cache's file, committing as fast as LMDB can (no fsync): each commit adds pages."""
+    with raw_lmdb(path, write=True, map_size=1 << 30, sync=False) as env:
+        junk = env.open_db(b"junk")
+        while not stop.is_set() and commits.value < 50_000:  # <= ~200 MB
+            with env.begin(write=True, db=junk) as txn:
+                txn.put(b"%d" % commits.value, bytes(4000))
+            commits.value += 1
+
+
+def test_opening_while_another_process_grows_the_file(tmp_path):
+    """``lmdb.open`` maps the data's size at that moment, then begins a transaction: a commit in between
+    made the open fail (MapResizedError). With the retry removed, 150-250 of these 300 opens failed."""
+    path = tmp_path / "c"
+    LandmarkCache(path, SETTINGS, map_size=1 << 20).put("a", fake_record(3))
+    close_every_process_handle()
+    context = mp.get_context()
+    stop, commits = context.Event(), context.Value("i", 0, lock=False)
+    writer = context.Process(target=_grow, args=(path, stop, commits))
+    writer.start()
+    try:
+        while commits.value < 100 and writer.is_alive():
+            time.sleep(0.01)
+        before = commits.value
+        for readonly in (False, True) * 150:
+            cache = LandmarkCache(path, SETTINGS, readonly=readonly, map_size=1 << 20)  # opens, checks, closes
+            with cache.session():  # opens again, closes after
+                assert cache.num_frames("a") == 3
+        grown = commits.value - before
+    finally:
+        stop.set()
+        writer.join(60)
+    assert writer.exitcode == 0
+    assert grown >= 1000, f"the writer committed {grown} times during the opens: too few to race them"
 
 
 def _read_in_child(cache, queue):

@@ -69,6 +69,38 @@ def ensure_space(path: Path, needed: int, what: str) -> None:
 
 
 def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
+    """Open the environment; again, with room to spare, when another process's commit raced the opening.
+
+    ``lmdb.open`` maps the file at the larger of ``map_size`` and the size its data had then, and begins
+    a read transaction before it returns: a commit by another process in between that grows the data
+    past that size makes that transaction, and so the open, fail with MapResizedError. A reader
+    (py-lmdb's default map, 10 MB) of a cache a warm-up is writing meets it; so did four writers on a
+    new cache with a 1 MB map (2 rounds in 60 here: the likely cause of the rare failure of
+    tests/test_cache.py::test_two_processes_write_at_once[spawn], whose message was lost). The next
+    try maps twice the data file's size, which the writers do not outgrow in the moment it takes.
+    """
+    size = READER_MAP_SIZE if readonly else map_size
+    for _ in range(_OPEN_TRIES - 1):
+        try:
+            return _open_env_once(path, readonly, size)
+        except lmdb.MapResizedError:
+            size = max(size, 2 * _file_size(path / "data.mdb"))
+    return _open_env_once(path, readonly, size)
+
+
+_OPEN_TRIES = 8
+# A reader's first map (py-lmdb's default); LMDB maps at least the data's size whatever is asked.
+READER_MAP_SIZE = 10 << 20
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _open_env_once(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
     # OS readahead stays on (py-lmdb's default): a record is ~0.5 MB of consecutive pages, read
     # whole; without it a cold read faults in 4 KB at a time (measured 9x slower, benchmarks/).
     if not readonly:
@@ -76,7 +108,7 @@ def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
     # A reader takes part in LMDB's locking (so a writer never reuses pages it reads) wherever the
     # writer's lock file is there to use; a finished cache shipped without one, or on a read-only
     # disk, is read without locks: no writer can be at work there.
-    return lmdb.open(str(path), readonly=True, lock=_can_lock(path), max_dbs=len(TABLES))
+    return lmdb.open(str(path), readonly=True, lock=_can_lock(path), max_dbs=len(TABLES), map_size=map_size)
 
 
 def _can_lock(path: Path) -> bool:
