@@ -5,8 +5,8 @@
 - nothing outside ``phoenix_data/cli/`` imports ``phoenix_data.cli``;
 - MediaPipe settings are constructed only at the top (the commands, the Dataset's default);
 - modules stay under 400 lines;
-- a Ray actor's module imports no torch (checked by importing it in a fresh Python: the one test here
-  that runs anything).
+- a Ray actor's module and the Ray driver import no torch (checked by importing them in a fresh
+  Python: the one test here that runs anything).
 """
 from __future__ import annotations
 
@@ -154,12 +154,14 @@ def test_modules_stay_small():
     assert long == {}
 
 
-def test_a_ray_actor_imports_no_torch():
+def test_a_ray_actor_and_its_driver_import_no_torch():
     """Each Ray actor is a fresh Python importing ``phoenix_data.warm.actor``: torch would cost it ~2 s
-    and ~190 MB. (``phoenix_data.warm`` imports torch only when a local job runs: ``warm.run``.)"""
+    and ~190 MB; the driver (the command with ``--ray``) needs none either. (``phoenix_data.warm``
+    imports torch only when a local job runs: ``warm.run``.)"""
     probe = ("import sys; heavy = lambda: sorted(m for m in ('torch', 'cv2', 'mediapipe') if m in sys.modules); "
              "import phoenix_data.warm.actor; print(heavy()); "
-             "import phoenix_data.warm.run; print(heavy())")  # the second line shows the probe sees torch
+             "import phoenix_data.cli.warm, phoenix_data.warm.ray; print(heavy()); "
+             "import phoenix_data.warm.run; print(heavy())")  # the last line shows the probe sees torch
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          cwd=REPO_ROOT).stdout.splitlines()
-    assert out == ["[]", "['torch']"]
+    assert out == ["[]", "[]", "['torch']"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -192,8 +193,6 @@ def _detection_rates(done: List[TaskResult]) -> Dict[str, Optional[float]]:
 
 
 def _context(options: WarmOptions, plan: WarmPlan) -> dict:
-    import torch  # noqa: PLC0415 - its version only
-
     return {
         "cache": str(plan.cache.path),
         "report_dir": str(options.reports),
@@ -205,9 +204,17 @@ def _context(options: WarmOptions, plan: WarmPlan) -> dict:
         "settings_fingerprint": options.settings.fingerprint(),
         "discarded_records": plan.cache.discarded,
         "versions": {"phoenix_data": __version__, **extractor_versions(options.settings),
-                     "torch": torch.__version__, "python": platform.python_version()},
+                     "torch": _installed("torch"), "python": platform.python_version()},
         "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def _installed(distribution: str) -> Optional[str]:
+    """A package's installed version, without importing it (a Ray driver never imports torch)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass
