@@ -1,4 +1,4 @@
-"""The exit statuses of both commands, in one place (no imports: the command line reads them first)."""
+"""The exit statuses of the commands, in one place (no imports: the command line reads them first)."""
 
 EXIT_OK = 0  # done, nothing wrong
 EXIT_FAILURES = 1  # samples failed (warm-up) or problems found (check): listed

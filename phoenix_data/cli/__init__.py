@@ -4,8 +4,8 @@
 - ``check``: ``phoenix-dataset`` (the checks: ``phoenix_data.check``);
 - ``models``: ``phoenix-models`` (the tasks backend's model bundle).
 
-Only this package prints; nothing below imports it. ``python -m phoenix_data.cli warm-cache ARGS``
-runs a command as its console script does.
+Only the command lines print (this package, and ``python -m phoenix_data.demo``); nothing below
+imports it. ``python -m phoenix_data.cli warm-cache ARGS`` runs a command as its console script does.
 """
 from .check import main as check_main
 from .models import main as models_main

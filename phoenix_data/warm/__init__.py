@@ -1,6 +1,6 @@
 """The warm-up job: extract every sample of a PHOENIX tree into the landmark cache, with worker processes.
 
-A program calls ``warm(WarmOptions(root=..., cache=...)) -> WarmOutcome``; the command line
+A program calls ``warm(WarmOptions(root=..., cache=..., settings=HolisticSettings())) -> WarmOutcome``; the command line
 (``phoenix-warm-cache``) lives in ``phoenix_data.cli``. The job's parts:
 
 - ``plan``: options, and which samples still need extracting (no frame read for cached ones);

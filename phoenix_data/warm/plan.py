@@ -45,7 +45,7 @@ def default_workers(cores: Optional[int] = None, memory: Optional[int] = None) -
     """One worker per available core, at most one per GiB of available memory, at least one.
 
     One Holistic worker keeps ~1.2 cores busy, so on 2 cores a second worker still gains and a
-    third only competes (measured: benchmarks/README.md).
+    third gains little (measured: docs/performance.md).
     """
     cores = available_cores() if cores is None else cores
     memory = available_memory() if memory is None else memory

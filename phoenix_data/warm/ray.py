@@ -13,9 +13,10 @@ The driver takes the same per-sample claims as local extractors (``cache.claims`
 flight, so a local job or a second Ray job on the same cache never extracts a sample twice.
 
 Faults: a sample whose frames or extraction fail is recorded as failed, as locally. An actor that
-dies (its process killed, its node lost) is dropped; the sample it was running and those queued on
-it go to the others; a sample that two actors died on is recorded as failed. No actor left: the run
-stops (exit 3, rerun to finish). Ctrl+C: no new samples, finished ones kept, actors released.
+dies (its process killed, its node lost) is dropped; the sample it was running goes to the others
+(one sample at a time per actor: ``QUEUED_PER_ACTOR``); a sample that two actors died on is recorded
+as failed. No actor left: the run stops (exit 3, rerun to finish). Ctrl+C: no new samples, finished
+ones kept, actors released.
 
 Actor count: the local rule (``default_workers``: one per core, at most one per GiB of memory)
 applied to the cluster's CPU and memory resources. Each actor asks for 1 CPU: a Holistic keeps
