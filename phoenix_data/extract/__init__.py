@@ -5,7 +5,8 @@ what a cache's records depend on and how to build the estimator) and the estimat
 (``Extractor``: frames -> ``LandmarkRecord``). MediaPipe Holistic (``extract.mediapipe``, the only
 package that imports mediapipe) is the default; ``extract.fake`` is a fast stand-in for tests;
 ``extract.helper`` runs extraction in an isolated process. Each process that extracts builds its
-own estimator, once (``get_extractor``). A new estimator is a new module here with two such classes.
+own estimator, once (``get_extractor``). A new estimator is a new module or package here
+(as ``fake.py`` and ``mediapipe/`` are) with two such classes.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class ExtractorSpec(Protocol):
     A frozen, picklable value: the Dataset, its workers and the isolated helper process each build
     their own extractor from it (``build()``), and its fingerprint names what a cache holds.
     MediaPipe Holistic (``extract.mediapipe.HolisticSettings``) is the default; ``extract.fake`` has a
-    fast fake. Another estimator is a new module with a class like these two.
+    fast fake. Another estimator is a new module or package under ``extract/`` with a class like these two.
     """
 
     @property
