@@ -110,7 +110,7 @@ def test_demo_run_writes_summary_and_metrics(real_warm_run):
     assert 0 < spread["min"] <= spread["median"] <= spread["max"]
     assert summary["workers"] == 2 and summary["main_pid"] == real_warm_run["proc"].pid
     assert set(summary["versions"]) == {"phoenix_data", "mediapipe", "torch", "python"}
-    assert summary["versions"]["torch"] == torch.__version__  # read without importing it
+    assert summary["versions"]["torch"] == torch.__version__  # with its build tag (e.g. +cu130)
     assert summary["settings_fingerprint"] == HolisticSettings().fingerprint()
     # What the records hold: pose and face in every frame, hands in most (a signer), not all (a person
     # whose right hand comes and goes and whose left one is out of view).

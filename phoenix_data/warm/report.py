@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -204,15 +205,19 @@ def _context(options: WarmOptions, plan: WarmPlan) -> dict:
         "settings_fingerprint": options.settings.fingerprint(),
         "discarded_records": plan.cache.discarded,
         "versions": {"phoenix_data": __version__, **extractor_versions(options.settings),
-                     "torch": _installed("torch"), "python": platform.python_version()},
+                     "torch": _version_of("torch"), "python": platform.python_version()},
         "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
 
-def _installed(distribution: str) -> Optional[str]:
-    """A package's installed version, without importing it (a Ray driver never imports torch)."""
+def _version_of(package: str) -> Optional[str]:
+    """A package's version: its ``__version__`` where it is imported (torch's names its build, e.g.
+    2.13.0+cu130), else the installed distribution's (a Ray driver never imports torch for it)."""
+    module = sys.modules.get(package)
+    if module is not None:
+        return str(getattr(module, "__version__", None))
     try:
-        return importlib.metadata.version(distribution)
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
 
