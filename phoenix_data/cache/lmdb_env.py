@@ -68,6 +68,11 @@ def ensure_space(path: Path, needed: int, what: str) -> None:
 
 
 
+_OPEN_TRIES = 8
+# A reader's first map (py-lmdb's default); LMDB maps at least the data's size whatever is asked.
+READER_MAP_SIZE = 10 << 20
+
+
 def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
     """Open the environment; again, with room to spare, when another process's commit raced the opening.
 
@@ -86,11 +91,6 @@ def _open_env(path: Path, readonly: bool, map_size: int) -> lmdb.Environment:
         except lmdb.MapResizedError:
             size = max(size, 2 * _file_size(path / "data.mdb"))
     return _open_env_once(path, readonly, size)
-
-
-_OPEN_TRIES = 8
-# A reader's first map (py-lmdb's default); LMDB maps at least the data's size whatever is asked.
-READER_MAP_SIZE = 10 << 20
 
 
 def _file_size(path: Path) -> int:

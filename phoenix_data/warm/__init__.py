@@ -1,7 +1,7 @@
 """The warm-up job: extract every sample of a PHOENIX tree into the landmark cache, with worker processes.
 
-A program calls ``warm(WarmOptions(root=..., cache=..., settings=HolisticSettings())) -> WarmOutcome``; the command line
-(``phoenix-warm-cache``) lives in ``phoenix_data.cli``. The job's parts:
+A program calls ``warm(WarmOptions(root=..., cache=..., settings=HolisticSettings())) -> WarmOutcome``;
+the command line (``phoenix-warm-cache``) lives in ``phoenix_data.cli``. The job's parts:
 
 - ``plan``: options, and which samples still need extracting (no frame read for cached ones);
 - ``run``: worker processes in rounds, crashed workers, Ctrl+C (DataLoader workers: the one part
