@@ -445,6 +445,36 @@ def test_no_transform_gives_a_missing_point_a_value_unless_imputed(seed, frames,
     assert torch.isfinite(out["landmarks"]).all()
 
 
+GEOMETRIC = [Normalize(), Normalize("clip", image_size=(210, 260)), Mirror(p=1.0), Mirror(p=0.0),
+             RandomAffine(rotation=30, shear=10, image_size=(210, 260)), RandomAffine(translate=(0.2, 0.1))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), frames=st.integers(1, 9), select=st.booleans(),
+       order=st.lists(st.integers(0, len(GEOMETRIC) - 1), min_size=2, max_size=5),
+       pose=st.lists(st.booleans(), min_size=9, max_size=9))
+def test_geometric_steps_in_compose_equal_the_steps_one_by_one(seed, frames, select, order, pose):
+    """Compose applies a run of Normalize, Mirror and RandomAffine as one map (AffineMap): the same item as
+    calling each step on its own, to float32 rounding, in any order and with points missing."""
+    steps = ([SelectPoints("pose_upper_body", *HANDS, "lips")] if select else []) + [GEOMETRIC[i] for i in order]
+    steps = [s for i, s in enumerate(steps) if not (isinstance(s, Normalize) and
+                                                  any(isinstance(p, Normalize) for p in steps[:i]))]
+    item = synthetic_item(frames, seed=seed, missing={"pose": [t for t in range(frames) if not pose[t]],
+                                                      "right_hand": [0]}, sid=f"s{seed}")
+    fused = Compose(steps, seed=seed)
+    one_by_one = copy(item)
+    for step in fused.transforms:  # the same seeded copies, so the same draws
+        one_by_one = step(one_by_one)
+    out = fused(copy(item))
+    assert torch.allclose(out["landmarks"], one_by_one["landmarks"], rtol=1e-5, atol=1e-5)
+    for key in ("confidence", "valid", "imputed", "point_ids"):
+        if key in one_by_one:
+            assert torch.equal(out[key], one_by_one[key]), key
+    assert {k: out.get(k) for k in ("coords", "isotropic", "mirrored")} == {
+        k: one_by_one.get(k) for k in ("coords", "isotropic", "mirrored")}
+    assert_missing_stay_zero(out)
+
+
 # --- randomness -----------------------------------------------------------------------------------------
 
 def pipeline(seed=None):

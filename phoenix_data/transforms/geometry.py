@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .base import (
+    AffineMap,
     Item,
     RandomTransform,
     Transform,
@@ -16,7 +17,6 @@ from .base import (
     ensure_masks,
     layout_points,
     require_xyz,
-    zero_missing_,
 )
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
 
@@ -27,6 +27,7 @@ MIN_SHOULDER_WIDTH = 1e-3
 IMAGE_CENTRE = 0.5
 MODES = ("frame", "clip")
 SHOULDERS = np.array([POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER])
+MIRROR_X = np.array([-1.0, 1.0, 1.0])  # Mirror's scale per axis
 
 
 def _pixel_scale(image_size: Optional[Sequence[int]]) -> torch.Tensor:
@@ -80,6 +81,13 @@ class Normalize(Transform):
         return (xy[:, 0] + xy[:, 1]) / 2, width, usable  # the mean of the two, as xy.mean(axis=1) gives it
 
     def __call__(self, item: Item) -> Item:
+        return self.plan(item).apply(item)
+
+    def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
+        """This step's map (the item's coordinates marked as its result), to apply later (``apply_steps``).
+        Maps still pending are applied first: the shoulders are measured where the steps before left them."""
+        if pending is not None:
+            pending.apply(item)
         ensure_masks(item)
         require_xyz(item, "Normalize")
         if item.get("coords") == "shoulders":
@@ -88,21 +96,20 @@ class Normalize(Transform):
         if not usable.any():
             log.warning("Normalize: sample %r has no frame with both shoulders found; left in image coordinates.",
                         item.get("id"))
-            return item
-        clip_mid, clip_width = mid[usable].mean(axis=0), width[usable].mean()
+            return AffineMap()
+        count = np.count_nonzero(usable)  # (sums: np.mean costs ~10 us a call on arrays this small)
+        clip_mid, clip_width = mid[usable].sum(axis=0) / count, width[usable].sum() / count
         if self.mode == "clip":
             mid, width = np.broadcast_to(clip_mid, mid.shape), np.broadcast_to(clip_width, width.shape)
         else:
             mid = np.where(usable[:, None], mid, clip_mid)
             width = np.where(usable, width, clip_width)
         # x' = (x * px - mid_x) / w, y' likewise, z' = z * px_x / w: one multiply-add per frame
-        pixels = self._scale.numpy()
+        pixels = self._scale.numpy().astype(np.float64)
         scale = np.concatenate([pixels, pixels[:1]])[None, :] / width[:, None]  # [T, 3]
         shift = np.concatenate([mid, np.zeros_like(mid[:, :1])], axis=1) / width[:, None]  # [T, 3]
-        scale, shift = (torch.from_numpy(a.astype(np.float32))[:, None] for a in (scale, shift))
-        item["landmarks"] = torch.addcmul(-shift, item["landmarks"], scale)
         item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
-        return zero_missing_(item)
+        return AffineMap().then(scale, -shift)
 
 
 class Mirror(RandomTransform):
@@ -122,19 +129,24 @@ class Mirror(RandomTransform):
         return {"p": self.p, **super()._params()}
 
     def __call__(self, item: Item) -> Item:
+        return self.plan(item).apply(item)
+
+    def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
+        """Swaps the points now (the same map for every point of a frame: it commutes with ``pending``);
+        the flip is added to ``pending`` (``apply_steps``)."""
+        pending = pending if pending is not None else AffineMap()
         ensure_masks(item)
         require_xyz(item, "Mirror")
         if float(torch.rand((), generator=self.generator(item))) >= self.p:
             item.setdefault("mirrored", False)
-            return item
+            return pending
         partners = mirror_ids(layout_points(item))
         columns = partners if "point_ids" not in item else columns_of(
             item, partners[item["point_ids"]].tolist(), "Mirror (its left/right partners)")
-        take_points(item, columns)  # copies: the flip below may write in place
-        centre = _centre(item)
-        item["landmarks"][..., 0].neg_().add_(2 * centre)  # x -> 2c - x
+        take_points(item, columns)
         item["mirrored"] = not item.get("mirrored", False)
-        return zero_missing_(item) if centre != 0 else item  # with c = 0, zeros stay zero
+        centre = _centre(item)
+        return pending.then(MIRROR_X, np.array([2 * centre, 0.0, 0.0]))  # x -> 2c - x
 
 
 class RandomAffine(RandomTransform):
@@ -162,33 +174,33 @@ class RandomAffine(RandomTransform):
         return {"rotation": self.rotation, "scale": self.scale, "shear": self.shear, "translate": self.translate,
                 **({"image_size": self.image_size} if self.image_size else {}), **super()._params()}
 
-    def draw(self, generator: torch.Generator) -> Tuple[torch.Tensor, float, torch.Tensor]:
-        """The 2x2 linear part, the scale factor and the shift (Tensor[2]), from one call to the generator."""
+    def draw(self, generator: torch.Generator) -> Tuple[np.ndarray, float, np.ndarray]:
+        """The 2x2 linear part, the scale factor and the shift ([2]), from one call to the generator (float64;
+        in NumPy and math: on 2x2 arrays each torch call costs more than its arithmetic)."""
         u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
         angle = math.radians(self.rotation * (2 * u[0] - 1))
         shear = math.radians(self.shear * (2 * u[1] - 1))
         factor = self.scale[0] + (self.scale[1] - self.scale[0]) * u[2]
-        shift = torch.tensor([t * (2 * v - 1) for t, v in zip(self.translate, u[3:])])
-        rotate = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        skew = torch.tensor([[1.0, math.tan(shear)], [0.0, 1.0]])
+        shift = np.array([t * (2 * v - 1) for t, v in zip(self.translate, u[3:])])
+        rotate = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        skew = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
         return factor * rotate @ skew, factor, shift
 
     def __call__(self, item: Item) -> Item:
+        return self.plan(item).apply(item)
+
+    def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
+        """This sample's map, added to ``pending`` (``apply_steps``)."""
+        pending = pending if pending is not None else AffineMap()
         ensure_masks(item)
         require_xyz(item, "RandomAffine")
         linear, factor, shift = self.draw(self.generator(item))
-        pixels = torch.ones(2) if item.get("isotropic") else self._pixels
-        centre = torch.full((2,), _centre(item))
+        pixels = np.ones(2) if item.get("isotropic") else self._pixels.numpy().astype(np.float64)
+        centre = np.full(2, _centre(item))
         # in pixels about the centre, then back: p' = M (p - c) + c + t with M = P^-1 L P
-        matrix = np.zeros((3, 3), np.float32)
-        matrix[:2, :2] = (linear * pixels[None, :] / pixels[:, None]).numpy()
+        matrix = np.zeros((3, 3))
+        matrix[:2, :2] = linear * pixels[None, :] / pixels[:, None]
         matrix[2, 2] = factor
-        offset = np.zeros(3, np.float32)
-        offset[:2] = (centre + shift).numpy() - matrix[:2, :2] @ centre.numpy()
-        points = item["landmarks"].contiguous().numpy()
-        frames, count, channels = points.shape
-        # numpy's [T*N, 3] x [3, 3] product is ~3x faster than torch's here; the offset is added as one row
-        # of N * 3 values (a same-shape add; broadcasting over the 3 channels is ~5x slower)
-        moved = (points.reshape(-1, channels) @ matrix.T).reshape(frames, count * channels) + np.tile(offset, count)
-        item["landmarks"] = torch.from_numpy(moved.reshape(frames, count, channels))
-        return zero_missing_(item)
+        offset = np.zeros(3)
+        offset[:2] = centre + shift - matrix[:2, :2] @ centre
+        return pending.then(matrix, offset)
