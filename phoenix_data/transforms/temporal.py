@@ -133,8 +133,10 @@ class TimeWarp(RandomTransform):
         landmarks, confidence = item["landmarks"], item["confidence"]
         landmarks = torch.lerp(landmarks.index_select(0, first), landmarks.index_select(0, second), weight[..., None])
         confidence = torch.lerp(confidence.index_select(0, first), confidence.index_select(0, second), weight)
-        take_frames(item, torch.where(later[:, 0], second, first))
-        item["landmarks"], item["confidence"] = landmarks, confidence
+        nearest = torch.where(later[:, 0], second, first)
+        for key in ("valid", "imputed"):  # (landmarks and confidence: interpolated above)
+            item[key] = item[key].index_select(0, nearest)
+        item["landmarks"], item["confidence"], item["num_frames"] = landmarks, confidence, int(nearest.shape[0])
         return item
 
 
