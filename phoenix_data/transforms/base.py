@@ -261,7 +261,11 @@ def apply_steps(steps: Iterable[Callable[[Any], Any]], item: Any) -> Any:
 
 
 class Transform:
-    """A step on an item dict: ``__call__(item) -> item``; subclasses give ``_params`` for ``repr``."""
+    """A step on an item dict: ``__call__(item) -> item``; subclasses give ``_params`` for ``repr``.
+
+    A step that only maps x, y, z the same way for every point of a frame may also give
+    ``plan(item, pending) -> AffineMap`` (as Normalize, Mirror and RandomAffine do): ``apply_steps`` then
+    applies a run of such steps as one map."""
 
     def _params(self) -> Dict[str, object]:
         return {}
