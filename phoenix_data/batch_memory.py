@@ -98,6 +98,35 @@ class BatchMemory:
         return self._lock
 
 
+def named_shared(nbytes: int) -> torch.UntypedStorage:
+    """New shared memory that a receiving process maps by its name, whatever torch's sharing strategy
+    (``file_system``'s kind, as on macOS): sent with ``reduce_shared``, a batch reaches the main process
+    without a file descriptor. With file descriptors (Linux's default strategy) every batch costs a
+    connection to the worker's resource-sharer thread, which waits for the worker's GIL while it decodes
+    the next batch (``benchmarks/bench_loader.py``: ~1.1x the samples/s with two workers). torch's
+    manager process (``torch_shm_manager``) removes what a killed job leaves in ``/dev/shm``."""
+    make = getattr(torch.UntypedStorage, "_new_using_filename_cpu", None)
+    if make is not None:
+        try:
+            return make(nbytes)
+        except RuntimeError:  # no torch_shm_manager here: as the strategy shares
+            pass
+    return torch.UntypedStorage._new_shared(nbytes)
+
+
+def reduce_shared(storage: torch.UntypedStorage) -> Tuple[Any, Tuple]:
+    """torch's reduction of a shared storage for a multiprocessing pickler: by its name when it is named
+    shared memory (as torch's ``file_system`` strategy sends it, whatever the strategy set), else as the
+    strategy sends it."""
+    key = _cache_key(storage)
+    if not isinstance(key, bytes):
+        return _reductions.reduce_storage(storage)
+    metadata = storage._share_filename_cpu_()  # named already: no copy
+    storage._shared_incref()  # for the message in flight; the receiver's rebuild takes it back
+    _reductions.shared_cache[key] = _reductions.StorageWeakRef(storage)
+    return _reductions.rebuild_storage_filename, (type(storage),) + tuple(metadata)
+
+
 def _cache_key(storage: torch.UntypedStorage) -> Any:
     """The key of a shared storage in torch's record of shared storages (``shared_cache``): its file
     descriptor's identity, or its file name (the ``file_system`` strategy's, macOS's); None if unknown.
@@ -151,7 +180,8 @@ class WorkerBatchPool:
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self.flags = torch.zeros(self.SLOTS, dtype=torch.int64).share_memory_()
+        flags = named_shared(self.SLOTS * 8)
+        self.flags = torch.empty((0,), dtype=torch.int64).set_(flags, 0, (self.SLOTS,), (1,)).zero_()
         self._flag_values = self.flags.numpy()
         self._slots: List[Optional[_Slot]] = [None] * self.SLOTS
         self._tickets = 0
@@ -172,7 +202,7 @@ class WorkerBatchPool:
         if fitting:
             index = fitting[0]
         else:
-            storage = torch.UntypedStorage._new_shared(rounded(nbytes))
+            storage = named_shared(rounded(nbytes))
             empty = [i for i, slot in enumerate(self._slots) if slot is None and self._flag_values[i] == 0]
             if empty:
                 index = empty[0]
@@ -203,11 +233,11 @@ class WorkerBatchPool:
         # by another thread between the two questions is seen by the second.
         return _cache_entry(slot.key) is slot.entry  # else torch sent it: its receiver never hands it back
 
-    def send(self, pointers: Dict[str, int]) -> Optional[Tuple[Any, torch.Tensor, int, int, int, List[str]]]:
+    def send(self, pointers: Dict[str, int]) -> Optional[Tuple[Any, Any, int, int, int, List[str]]]:
         """For pickling a ``SentBatch`` whose tensors' storages start at ``pointers`` (by key): (the slot's
-        storage reduced by torch, the flags, the slot, its ticket, its address, the keys of the tensors
-        in it), or None when none is in a slot's memory, or that memory was sent before (then the tensors
-        are sent as torch sends any tensor, a copy, and the slot is retired)."""
+        storage and the flags' storage reduced (``reduce_shared``), the slot, its ticket, its address, the
+        keys of the tensors in it), or None when none is in a slot's memory, or that memory was sent before
+        (then the tensors are sent as torch sends any tensor, a copy, and the slot is retired)."""
         with self._lock:
             if self._pid != os.getpid():
                 return None
@@ -228,9 +258,9 @@ class WorkerBatchPool:
                 for index, _, _ in found:
                     self._slots[index] = None
                 return None
-            reduced = _reductions.reduce_storage(slot.storage)
+            reduced = reduce_shared(slot.storage)
             slot.sent, slot.entry = True, _cache_entry(slot.key)
-            return reduced, self.flags, index, slot.ticket, start, inside
+            return reduced, reduce_shared(self.flags.untyped_storage()), index, slot.ticket, start, inside
 
 
 class Block:

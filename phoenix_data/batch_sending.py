@@ -140,7 +140,7 @@ def _reduce_sent_batch(batch: SentBatch) -> Tuple[Any, Tuple]:
             fields[key] = ("array", value.numpy().copy())
         else:
             fields[key] = ("value", value)
-    return _rebuild_sent_batch, (_Reduced(reduced), flags, slot, ticket, fields)
+    return _rebuild_sent_batch, (_Reduced(reduced), _Reduced(flags), slot, ticket, fields)
 
 
 ForkingPickler.register(SentBatch, _reduce_sent_batch)  # multiprocessing's pickler only
@@ -149,8 +149,9 @@ ForkingPickler.register(SentBatch, _reduce_sent_batch)  # multiprocessing's pick
 _NUMPY_DTYPES = (torch.int64, torch.int32, torch.bool, torch.float32, torch.float16, torch.float64, torch.uint8)
 
 
-def _rebuild_sent_batch(storage: torch.UntypedStorage, flags: torch.Tensor, slot: int, ticket: int,
+def _rebuild_sent_batch(storage: torch.UntypedStorage, flags_storage: torch.UntypedStorage, slot: int, ticket: int,
                         fields: Dict[str, Tuple]) -> Dict[str, Any]:
+    flags = torch.empty((0,), dtype=torch.int64).set_(flags_storage)
     memory = Block(storage)
     batch: Dict[str, Any] = {}
     for key, field in fields.items():

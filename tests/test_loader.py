@@ -325,6 +325,8 @@ def test_workers_write_into_memory_the_main_process_let_go_of(cached, sharing_st
         for key in ("landmarks", "confidence", "valid", "lengths", "targets", "target_lengths", "id"):
             assert (batch[key] == expected[key]) if key == "id" else torch.equal(batch[key], expected[key]), key
     assert len(set(keys)) <= 2 * batch_memory.WorkerBatchPool.SLOTS < len(keys)  # reused, not new each time
+    # named shared memory whatever the strategy: mapped by name, no file descriptor passed per batch
+    assert all(isinstance(key, bytes) for key in keys), keys[:2]
 
 
 @pytest.mark.parametrize("holder", ["batch", "row", "numpy"])
