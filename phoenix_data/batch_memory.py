@@ -107,11 +107,40 @@ def named_shared(nbytes: int) -> torch.UntypedStorage:
     manager process (``torch_shm_manager``) removes what a killed job leaves in ``/dev/shm``."""
     make = getattr(torch.UntypedStorage, "_new_using_filename_cpu", None)
     if make is not None:
+        _no_fd_for_the_manager()
         try:
             return make(nbytes)
         except RuntimeError:  # no torch_shm_manager here: as the strategy shares
             pass
     return torch.UntypedStorage._new_shared(nbytes)
+
+
+def _no_fd_for_the_manager() -> None:
+    """Once per process, before torch starts its shared-memory manager (``torch_shm_manager``, a child of
+    the first process that makes named shared memory): no file descriptor of this process is inherited by
+    it. A child started by ``spawn`` or ``forkserver`` holds inheritable descriptors: the write end of the
+    pipe its parent waits on for its exit among them. The manager, which lives as long as anything maps its
+    memory, would keep that pipe open: the parent's ``join`` of a DataLoader worker then waited out its 5 s
+    timeout for every worker at the end of every epoch (measured: an epoch of 6 batches with 2 spawned
+    workers took 13.5 s instead of 3.5 s; macOS, whose default strategy makes named memory, had it too)."""
+    global _FDS_CLOSED_ON_EXEC
+    if _FDS_CLOSED_ON_EXEC == os.getpid():
+        return
+    _FDS_CLOSED_ON_EXEC = os.getpid()
+    try:
+        names = os.listdir("/dev/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # (the listing's own descriptor, closed by now)
+                pass
+
+
+_FDS_CLOSED_ON_EXEC: Optional[int] = None  # the pid that did it
 
 
 def reduce_shared(storage: torch.UntypedStorage) -> Tuple[Any, Tuple]:

@@ -518,3 +518,39 @@ def _saved(batch):
     torch.save(dict(batch), buffer)
     buffer.seek(0)
     return buffer
+
+
+def _inheritable_after_named_memory(queue) -> None:
+    import os
+
+    before = [fd for fd in map(int, os.listdir("/dev/fd")) if fd > 2 and _inheritable(fd)]
+    batch_memory.named_shared(1 << 16)
+    after = [fd for fd in map(int, os.listdir("/dev/fd")) if fd > 2 and _inheritable(fd)]
+    queue.put((before, after))
+
+
+def _inheritable(fd: int) -> bool:
+    import os
+
+    try:
+        return os.get_inheritable(fd)
+    except OSError:  # the listing's own descriptor
+        return False
+
+
+@pytest.mark.slow
+def test_the_shared_memory_manager_inherits_no_descriptor_of_a_spawned_worker():
+    """A spawned process (a DataLoader worker on macOS) holds inheritable descriptors, the write end of the
+    pipe its parent's join waits on among them. torch's manager of named shared memory, started by the
+    first named memory and living while anything maps it, must not inherit them: it kept that pipe open,
+    and every epoch ended with a 5 s join timeout per worker."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_inheritable_after_named_memory, args=(queue,))
+    child.start()
+    before, after = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert before, "a spawned process holds inheritable descriptors (the premise of this test)"
+    assert not set(before) & set(after)  # (torch's own socket to its manager, opened after, may be)
