@@ -475,6 +475,18 @@ def test_geometric_steps_in_compose_equal_the_steps_one_by_one(seed, frames, sel
     assert_missing_stay_zero(out)
 
 
+def test_a_geometric_step_whose_call_a_subclass_overrides_runs_as_the_subclass_says():
+    calls = []
+
+    class Logged(Normalize):
+        def __call__(self, item):
+            calls.append(item["id"])
+            return super().__call__(item)
+
+    out = Compose([Logged(), Mirror(p=1.0), RandomAffine()], seed=1)(synthetic_item(4))
+    assert calls == ["synthetic"] and out["coords"] == "shoulders" and out["mirrored"] is True
+
+
 # --- randomness -----------------------------------------------------------------------------------------
 
 def pipeline(seed=None):

@@ -246,13 +246,18 @@ def _multiply_add(landmarks: torch.Tensor, scale: Optional[np.ndarray], shift: O
     return moved.view(frames, count, channels)
 
 
+def planned_call(step: Any, item: Item) -> Item:
+    """``__call__`` of a geometric step: its ``plan`` applied at once."""
+    return step.plan(item).apply(item)
+
+
 def apply_steps(steps: Iterable[Callable[[Any], Any]], item: Any) -> Any:
-    """The item through ``steps`` in order; consecutive geometric steps (those with ``plan``) as one map."""
+    """The item through ``steps`` in order; consecutive geometric steps (whose ``__call__`` is
+    ``planned_call``: a subclass that overrides it runs as it says) as one map."""
     pending: Optional[AffineMap] = None
     for step in steps:
-        plan = getattr(step, "plan", None)
-        if plan is not None:
-            pending = plan(item, pending)
+        if type(step).__call__ is planned_call:
+            pending = step.plan(item, pending)  # type: ignore[attr-defined]
             continue
         if pending is not None:
             item, pending = pending.apply(item), None
@@ -263,9 +268,9 @@ def apply_steps(steps: Iterable[Callable[[Any], Any]], item: Any) -> Any:
 class Transform:
     """A step on an item dict: ``__call__(item) -> item``; subclasses give ``_params`` for ``repr``.
 
-    A step that only maps x, y, z the same way for every point of a frame may also give
-    ``plan(item, pending) -> AffineMap`` (as Normalize, Mirror and RandomAffine do): ``apply_steps`` then
-    applies a run of such steps as one map."""
+    A step that only maps x, y, z the same way for every point of a frame may give
+    ``plan(item, pending) -> AffineMap`` and ``__call__ = planned_call`` (as Normalize, Mirror and
+    RandomAffine do): ``apply_steps`` then applies a run of such steps as one map."""
 
     def _params(self) -> Dict[str, object]:
         return {}

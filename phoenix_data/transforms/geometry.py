@@ -16,6 +16,7 @@ from .base import (
     columns_of,
     ensure_masks,
     layout_points,
+    planned_call,
     require_xyz,
 )
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
@@ -80,8 +81,7 @@ class Normalize(Transform):
         usable = present & (width > MIN_SHOULDER_WIDTH * scale.mean())
         return (xy[:, 0] + xy[:, 1]) / 2, width, usable  # the mean of the two, as xy.mean(axis=1) gives it
 
-    def __call__(self, item: Item) -> Item:
-        return self.plan(item).apply(item)
+    __call__ = planned_call
 
     def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
         """This step's map (the item's coordinates marked as its result), to apply later (``apply_steps``).
@@ -128,8 +128,7 @@ class Mirror(RandomTransform):
     def _params(self) -> Dict[str, object]:
         return {"p": self.p, **super()._params()}
 
-    def __call__(self, item: Item) -> Item:
-        return self.plan(item).apply(item)
+    __call__ = planned_call
 
     def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
         """Swaps the points now (the same map for every point of a frame: it commutes with ``pending``);
@@ -186,8 +185,7 @@ class RandomAffine(RandomTransform):
         skew = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
         return factor * rotate @ skew, factor, shift
 
-    def __call__(self, item: Item) -> Item:
-        return self.plan(item).apply(item)
+    __call__ = planned_call
 
     def plan(self, item: Item, pending: Optional[AffineMap] = None) -> AffineMap:
         """This sample's map, added to ``pending`` (``apply_steps``)."""
