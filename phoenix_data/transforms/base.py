@@ -239,10 +239,11 @@ def _multiply_add(landmarks: torch.Tensor, scale: Optional[np.ndarray], shift: O
         factors = [None if a is None else torch.from_numpy(np.broadcast_to(a, (frames, channels)).astype(np.float32))
                    [:, None, :] for a in (scale, shift)]
     times, plus = factors
-    if times is None:
-        moved = values + plus if plus is not None else values.clone()
+    if plus is None:
+        assert times is not None  # (an identity map is never applied)
+        moved = values * times
     else:
-        moved = torch.addcmul(plus, values, times) if plus is not None else values * times
+        moved = values + plus if times is None else torch.addcmul(plus, values, times)
     return moved.view(frames, count, channels)
 
 

@@ -25,9 +25,9 @@ PER_FRAME_KEYS: Tuple[PerFrameKey, ...] = ("landmarks", "confidence", "valid", "
 HANDS = ("left_hand", "right_hand")
 
 
-def take_frames(item: Item, index: torch.Tensor) -> Item:
-    """The item at frames ``index`` (LongTensor[T']): landmarks, confidence and masks alike."""
-    for key in PER_FRAME_KEYS:
+def take_frames(item: Item, index: torch.Tensor, keys: Sequence[PerFrameKey] = PER_FRAME_KEYS) -> Item:
+    """The item at frames ``index`` (LongTensor[T']): landmarks, confidence and masks alike (``keys``)."""
+    for key in keys:
         item[key] = item[key].index_select(0, index)
     item["num_frames"] = int(index.shape[0])
     return item
@@ -133,11 +133,9 @@ class TimeWarp(RandomTransform):
         landmarks, confidence = item["landmarks"], item["confidence"]
         landmarks = torch.lerp(landmarks.index_select(0, first), landmarks.index_select(0, second), weight[..., None])
         confidence = torch.lerp(confidence.index_select(0, first), confidence.index_select(0, second), weight)
-        nearest = torch.where(later[:, 0], second, first)
-        for key in ("valid", "imputed"):  # (landmarks and confidence: interpolated above)
-            item[key] = item[key].index_select(0, nearest)
-        item["landmarks"], item["confidence"], item["num_frames"] = landmarks, confidence, int(nearest.shape[0])
-        return item
+        item["landmarks"], item["confidence"] = landmarks, confidence
+        # the masks at the nearest frames (landmarks and confidence: interpolated above)
+        return take_frames(item, torch.where(later[:, 0], second, first), keys=("valid", "imputed"))
 
 
 class FrameDropout(RandomTransform):
