@@ -199,6 +199,17 @@ def pytest_configure(config):
 RAY_DRIVER_MODULES = {"test_warm_ray.py"}
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist's default distribution, the Ray driver modules run whole in one process that runs
+    nothing else (tests/scheduling.py); other distributions as asked."""
+    if config.getvalue("dist") != "load":
+        return None
+    from scheduling import RayApartScheduling
+
+    return RayApartScheduling(config, log, RAY_DRIVER_MODULES)
+
+
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.path.name in RAY_DRIVER_MODULES)  # stable: the rest keep their order
     for item in items:

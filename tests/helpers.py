@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,22 +123,26 @@ def warm_cmd(*args: object, real: bool = False) -> List[str]:
     return [*command, *map(str, args)]
 
 
-def run_warm(*args: object, real: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+def run_warm(*args: object, real: bool = False, env: Optional[Dict[str, str]] = None,
+             delay: Optional[float] = None) -> subprocess.CompletedProcess:
     """Run the job to the end; stderr is not a terminal, so the job logs heartbeat lines, not a bar.
 
-    With the fake extractor the command runs in this process (``warm_here``: a Python start and a torch
-    import less per run); with MediaPipe, another environment, or after this process built a MediaPipe
-    graph (the job's workers fork from it), as a subprocess.
+    With the fake extractor (``delay`` seconds a frame, ``FAKE_DELAY`` unless given) the command runs in
+    this process (``warm_here``: a Python start and a torch import less per run); with MediaPipe, another
+    environment, or after this process built a MediaPipe graph (the job's workers fork from it), as a
+    subprocess.
     """
     from phoenix_data.extract import fork_unsafe_builds
 
     if real or env is not None or fork_unsafe_builds():
+        if delay is not None:
+            env = {**(os.environ if env is None else env), FAKE_DELAY_ENV: str(delay)}
         return subprocess.run(warm_cmd(*args, real=real), capture_output=True, text=True, timeout=RUN_TIMEOUT,
                               env=env)
-    return warm_here(*args)
+    return warm_here(*args, delay=delay)
 
 
-def warm_here(*args: object) -> subprocess.CompletedProcess:
+def warm_here(*args: object, delay: Optional[float] = None) -> subprocess.CompletedProcess:
     """``phoenix-warm-cache`` with the fake extractor, run by its ``main`` in this process: the same
     parsing, job, reports, stdout, log lines and exit status as the subprocess. Its LMDB environments are
     closed after it, as a process exit closes them. A run past ``RUN_TIMEOUT`` ends this process with
@@ -148,7 +153,6 @@ def warm_here(*args: object) -> subprocess.CompletedProcess:
 
     from phoenix_data.cache.lmdb_env import close_every_process_handle
     from phoenix_data.cli.warm import main
-    from phoenix_data.extract.fake import FakeExtractorSettings
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
@@ -161,7 +165,7 @@ def warm_here(*args: object) -> subprocess.CompletedProcess:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = main(argv, spec=FakeExtractorSettings(float(os.environ.get(FAKE_DELAY_ENV, FAKE_DELAY))))
+                code = main(argv, spec=fake_warm_spec(delay))
             except SystemExit as exc:  # argparse's errors
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -172,11 +176,140 @@ def warm_here(*args: object) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["phoenix-warm-cache", *argv], code, out.getvalue(), err.getvalue())
 
 
-def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    """Start the job (with the fake extractor) in its own process group, as a shell job is; output to files."""
+def fake_warm_spec(delay: Optional[float] = None):
+    """The fake extractor's settings the warm-up commands of the tests use (``FAKE_DELAY`` a frame unless
+    ``delay`` is given)."""
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    return FakeExtractorSettings(FAKE_DELAY if delay is None else delay)
+
+
+def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = None,
+               delay: Optional[float] = None):
+    """Start the job (with the fake extractor) in its own process group, as a shell job is; its stdout and
+    stderr to ``log_dir``'s stdout.txt and stderr.txt. Returns a ``subprocess.Popen`` or a
+    ``ForkedCommand`` (the same ``pid``, ``poll``, ``wait``, ``returncode``).
+
+    The job runs in a child forked from this process (``start_forked``: a Python start and a torch import
+    less, ~2 s of CPU a run), else, with another environment or after this process built a MediaPipe
+    graph, as a subprocess."""
+    from phoenix_data.cli.warm import main
+    from phoenix_data.extract import fork_unsafe_builds
+
+    argv = [str(a) for a in args]
+    if env is None and not fork_unsafe_builds():
+        return start_forked(main, argv, fake_warm_spec(delay), log_dir, prog="phoenix-warm-cache")
+    if delay is not None:
+        env = {**(os.environ if env is None else env), FAKE_DELAY_ENV: str(delay)}
     out = (log_dir / "stdout.txt").open("w")
     err = (log_dir / "stderr.txt").open("w")
-    return subprocess.Popen(warm_cmd(*args), stdout=out, stderr=err, start_new_session=True, env=env)
+    return subprocess.Popen(warm_cmd(*argv), stdout=out, stderr=err, start_new_session=True, env=env)
+
+
+class ForkedCommand:
+    """A command run by ``start_forked``, waited for as a ``subprocess.Popen`` is (``returncode``: the
+    exit status, or minus the signal that ended it)."""
+
+    def __init__(self, pid: int, args: List[str]) -> None:
+        self.pid, self.args, self.returncode = pid, args, None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def run_forked(main, argv: Sequence[object], spec, prog: str) -> subprocess.CompletedProcess:
+    """``start_forked`` run to its end (within ``RUN_TIMEOUT``), its output read back: as
+    ``subprocess.run(..., capture_output=True, text=True)`` gives it."""
+    import tempfile
+
+    args = [str(a) for a in argv]
+    with tempfile.TemporaryDirectory(prefix="forked-") as folder:
+        command = start_forked(main, args, spec, Path(folder), prog)
+        try:
+            code = command.wait(timeout=RUN_TIMEOUT)
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        out, err = ((Path(folder) / name).read_text() for name in ("stdout.txt", "stderr.txt"))
+    return subprocess.CompletedProcess([prog, *args], code, out, err)
+
+
+def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> ForkedCommand:
+    """Run ``main(argv, spec=spec)`` in a child forked from this process, as a shell starts a command: a
+    session of its own (a terminal's Ctrl+C is ``os.killpg(pid, SIGINT)``), stdout and stderr to
+    ``log_dir``'s stdout.txt and stderr.txt (stdout block-buffered, stderr by line, as Python writes to
+    files), Ctrl+C raising KeyboardInterrupt, logging as a fresh process has it, and the exit status of
+    ``sys.exit(main(...))``. What the process leaves at its exit is left: its helper processes closed
+    (as ``atexit`` does), everything else as the exit of a killed process leaves it."""
+    import logging
+    import traceback
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid:
+        return ForkedCommand(pid, [prog, *argv])
+    code = 1
+    try:
+        os.setsid()
+        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+            target = os.open(log_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)
+        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
+        sys.argv = [prog, *argv]
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # pytest's capture: basicConfig would skip a root with handlers
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+        logging.disable(logging.NOTSET)
+        for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "phoenix_data"]:
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+        try:
+            code = main(argv, spec=spec)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except KeyboardInterrupt:  # as Python ends on one: the traceback, then killed by SIGINT
+            traceback.print_exc()
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        from phoenix_data.extract.helper import close_helpers
+
+        close_helpers()
+    except BaseException:  # noqa: BLE001 - the child never returns into pytest
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
@@ -276,10 +409,11 @@ def live_in_group(pgid: int) -> List[int]:
 
 
 def worker_pids(main_pid: int) -> List[int]:
-    """The job's DataLoader workers: children forked from it (same command line)."""
+    """The job's DataLoader workers: its children forked from it (its command line) or started by spawn."""
     cmdline = Path(f"/proc/{main_pid}/cmdline").read_bytes()
     children = [pid for pid, fields in processes().items() if int(fields[1]) == main_pid]
-    return [pid for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline]
+    commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children}
+    return [pid for pid, command in commands.items() if command == cmdline or b"multiprocessing.spawn" in command]
 
 
 def wait_group_gone(pgid: int, timeout: float = 60) -> None:

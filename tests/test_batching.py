@@ -143,7 +143,7 @@ def test_bad_ranks_are_refused():
 
 
 def _rank_batches(rank: int, world: int, folder: str) -> None:
-    """One DDP rank (spawned): its sampler's batches, ranks taken from torch.distributed."""
+    """One DDP rank (a process of its own): its sampler's batches, ranks taken from torch.distributed."""
     import json
 
     import torch.distributed as dist
@@ -164,7 +164,8 @@ def test_ranks_come_from_torch_distributed_when_it_is_initialised(tmp_path):
 
     import torch.multiprocessing as mp
 
-    mp.spawn(_rank_batches, args=(2, str(tmp_path)), nprocs=2)
+    # the platform's start method (fork on Linux: no Python start and torch import per rank; spawn on macOS)
+    mp.start_processes(_rank_batches, args=(2, str(tmp_path)), nprocs=2, start_method=mp.get_start_method())
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         expected = LengthBucketBatchSampler(real_looking_lengths(), 8, seed=2, num_replicas=2, rank=rank)

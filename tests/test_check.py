@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-from helpers import raw_get, raw_put
+from helpers import raw_get, raw_put, run_forked
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -26,6 +26,7 @@ from phoenix_data.cli.check import main
 from phoenix_data.cli.warm import main as warm_main
 from phoenix_data.dataset import PhoenixLandmarks
 from phoenix_data.demo import build_demo
+from phoenix_data.extract import fork_unsafe_builds
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
 from phoenix_data.render import FACE_COLOUR, LEFT_HAND_COLOUR, POSE_COLOUR, RIGHT_HAND_COLOUR
@@ -88,7 +89,11 @@ FAKE_COMMAND = [sys.executable, "-c", "import sys; from phoenix_data.cli.check i
 
 
 def run(*args: object, real: bool = False, command: Optional[List[str]] = None) -> subprocess.CompletedProcess:
-    """The command as a user runs it (``real``: the script, MediaPipe's settings), else with the fake."""
+    """The command as a user runs it (``real``: the script, MediaPipe's settings), else with the fake: its
+    ``main`` in a child forked from this process (``helpers.run_forked``: a Python start and a torch import
+    less), or as a subprocess after this process built a MediaPipe graph."""
+    if not real and command is None and not fork_unsafe_builds():
+        return run_forked(main, args, FAKE, prog="phoenix-dataset")
     command = command or ([sys.executable, str(SCRIPT)] if real else FAKE_COMMAND)
     return subprocess.run(command + [str(a) for a in args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)

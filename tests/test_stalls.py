@@ -87,7 +87,7 @@ def test_a_claim_held_past_the_wait_is_extracted_here_too(demo_tree, tmp_path, m
     monkeypatch.setattr(fill_module, "CLAIM_WAIT_SECONDS", 0.5)
     dataset = PhoenixLandmarks(demo_tree["PHOENIX-2014-T"], "dev", cache=tmp_path / "c", settings=FAKE)
     sample = dataset.samples[0]
-    context = mp.get_context("spawn")
+    context = mp.get_context()  # the platform's start method
     holding, release = context.Event(), context.Event()
     holder = context.Process(target=_hold, args=(dataset.cache.path, sample.key, holding, release))
     holder.start()

@@ -102,7 +102,8 @@ def test_two_ranks_learn_the_demo_score_every_dev_sample_once_and_resume_on_one(
 
     options = demo_options(warmed_demo, out_dir=tmp_path / "ddp", num_workers=0, settings=FAKE, epochs=20,
                            stop_at_train_wer_zero=False)
-    mp.spawn(_rank_main, args=(2, _free_port(), options, str(tmp_path / "history")), nprocs=2)
+    mp.start_processes(_rank_main, args=(2, _free_port(), options, str(tmp_path / "history")), nprocs=2,
+                       start_method=mp.get_start_method())  # the platform's: fork on Linux, spawn on macOS
     histories = [json.loads((tmp_path / f"history.{rank}").read_text()) for rank in (0, 1)]
     timing = ("samples_per_s", "wait_share", "seconds")  # each rank's own clock
     untimed = [[{k: v for k, v in h.items() if k not in timing} for h in each] for each in histories]

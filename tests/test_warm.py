@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    FAKE_DELAY_ENV,
     MULTI,
     RUN_TIMEOUT,
     check_records,
@@ -397,7 +396,7 @@ def test_rerun_and_repair_extract_damaged_records_again(demo_dir, tmp_path):
 @pytest.mark.slow
 def test_heartbeat_beats_on_a_clock(demo_dir, tmp_path):
     proc = run_warm("--root", demo_dir, "--cache", tmp_path / "c", "--release", "si5", "--split", "dev",
-                    "--workers", 1, "--heartbeat", 0.2, env=dict(os.environ, **{FAKE_DELAY_ENV: "0.1"}))
+                    "--workers", 1, "--heartbeat", 0.2, delay=0.1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     beats = [line for line in proc.stderr.splitlines() if re.match(r"\[warm\] \d+/2 samples \(", line)]
     # while the first sample is under way (>= 0.5 s), only the clock can print "0/2" lines

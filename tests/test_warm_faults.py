@@ -22,7 +22,6 @@ import cv2
 import pytest
 from helpers import (
     FAKE_DELAY,
-    FAKE_DELAY_ENV,
     MULTI,
     RUN_TIMEOUT,
     check_records,
@@ -159,7 +158,7 @@ def test_cache_rewritten_with_other_settings_under_the_job(demo_dir, tmp_path):
     with store.session():
         assert store.failures() == {}  # not "failed before" for the next job
     rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2,
-                     env=dict(os.environ, **{FAKE_DELAY_ENV: str(other.delay)}))
+                     delay=other.delay)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert read_json(cache / "summary.json")["counts"]["extracted"] == 21
 
