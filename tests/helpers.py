@@ -104,10 +104,13 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
 
 # --- running the warm-up as a user does ----------------------------------------------------------
 
-# The fake extractor's delay per frame in commands the tests run (a real sample takes ~0.1 s a frame);
-# part of the fake's fingerprint, so every run on one cache must use the same.
+# The fake extractor's delay per frame in commands the tests run: none where a run goes to its end
+# (``run_warm``), ~20 ms (a real frame takes ~90 ms) where a test stops the job in the middle of its
+# run (``start_warm``: kill -9, Ctrl+C, a cache deleted under it, two jobs sharing the work). Part of
+# the fake's fingerprint: a rerun on the cache of a stopped job passes ``delay=INTERRUPT_DELAY``.
 FAKE_DELAY_ENV = "PHOENIX_TEST_FAKE_DELAY"
-FAKE_DELAY = 0.02
+FAKE_DELAY = 0.0
+INTERRUPT_DELAY = 0.02
 # ``phoenix-warm-cache`` driven with the fake extractor as its spec: the same arguments, reports, exit
 # statuses and signals as the console script, no MediaPipe.
 FAKE_WARM = [sys.executable, "-c",
@@ -186,8 +189,9 @@ def fake_warm_spec(delay: Optional[float] = None):
 
 def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = None,
                delay: Optional[float] = None):
-    """Start the job (with the fake extractor) in its own process group, as a shell job is; its stdout and
-    stderr to ``log_dir``'s stdout.txt and stderr.txt. Returns a ``subprocess.Popen`` or a
+    """Start the job (with the fake extractor, ``INTERRUPT_DELAY`` a frame unless ``delay`` is given) in
+    its own process group, as a shell job is; its stdout and stderr to ``log_dir``'s stdout.txt and
+    stderr.txt. Returns a ``subprocess.Popen`` or a
     ``ForkedCommand`` (the same ``pid``, ``poll``, ``wait``, ``returncode``).
 
     The job runs in a child forked from this process (``start_forked``: a Python start and a torch import
@@ -197,10 +201,10 @@ def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = Non
     from phoenix_data.extract import fork_unsafe_builds
 
     argv = [str(a) for a in args]
+    delay = INTERRUPT_DELAY if delay is None else delay
     if env is None and not fork_unsafe_builds():
         return start_forked(main, argv, fake_warm_spec(delay), log_dir, prog="phoenix-warm-cache")
-    if delay is not None:
-        env = {**(os.environ if env is None else env), FAKE_DELAY_ENV: str(delay)}
+    env = {**(os.environ if env is None else env), FAKE_DELAY_ENV: str(delay)}
     out = (log_dir / "stdout.txt").open("w")
     err = (log_dir / "stderr.txt").open("w")
     return subprocess.Popen(warm_cmd(*argv), stdout=out, stderr=err, start_new_session=True, env=env)

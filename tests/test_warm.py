@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    INTERRUPT_DELAY,
     MULTI,
     RUN_TIMEOUT,
     check_records,
@@ -182,7 +183,7 @@ def test_kill_9_mid_run_then_rerun_completes(demo_dir, tmp_path):
     check_records(cache, {k: expected[k] for k in before})  # no partial or damaged record
     rows_before = len(metrics_rows(cache))
 
-    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2)
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--workers", 2, delay=INTERRUPT_DELAY)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = read_json(cache / "summary.json")
     assert summary["counts"] == {"total": len(expected), "extracted": len(expected) - len(before),
@@ -209,7 +210,8 @@ def _interrupt(demo_dir: Path, tmp_path: Path, second: bool) -> subprocess.Popen
 
 
 def _rerun_completes(demo_dir: Path, cache: Path) -> None:
-    rerun = run_warm("--root", demo_dir, "--cache", cache, "--release", "multisigner", "--workers", 2)
+    rerun = run_warm("--root", demo_dir, "--cache", cache, "--release", "multisigner", "--workers", 2,
+                     delay=INTERRUPT_DELAY)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     counts = read_json(cache / "summary.json")["counts"]
     assert counts["extracted"] + counts["cached"] == counts["total"] == 7
