@@ -158,6 +158,14 @@ def demo_tree(demo_dir: Path):
 
 
 @pytest.fixture(autouse=True)
+def _no_forked_command_outlives_its_test():
+    """A command a test ran forked from this process (``helpers.start_forked``) and left running (the
+    test failed before it ended) is killed with its process group after the test."""
+    yield
+    helpers.stop_forked()
+
+
+@pytest.fixture(autouse=True)
 def _no_holistic_in_the_test_process(request):
     """Guard: a Holistic built in the pytest process breaks DataLoader workers forked later.
 

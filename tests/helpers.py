@@ -251,29 +251,56 @@ def run_forked(main, argv: Sequence[object], spec, prog: str) -> subprocess.Comp
         try:
             code = command.wait(timeout=RUN_TIMEOUT)
         finally:
-            if command.poll() is None:
-                command.kill()
-                command.wait()
+            stop_forked([command])
         out, err = ((Path(folder) / name).read_text() for name in ("stdout.txt", "stderr.txt"))
     return subprocess.CompletedProcess([prog, *args], code, out, err)
+
+
+_FORKED: List[ForkedCommand] = []  # this process's forked commands, stopped by stop_forked()
+
+
+def stop_forked(commands: Optional[List[ForkedCommand]] = None) -> None:
+    """Kill the process group of each of ``commands`` (default: every forked command of this process)
+    still running, and reap it (conftest: after each test, so that no job outlives its test)."""
+    for command in list(_FORKED if commands is None else commands):
+        _FORKED.remove(command)
+        if command.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(command.pid, signal.SIGKILL)
+            command.wait()
+
+
+def _exit_code(code: object) -> int:
+    """An exit status as ``sys.exit(code)`` makes it."""
+    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> ForkedCommand:
     """Run ``main(argv, spec=spec)`` in a child forked from this process, as a shell starts a command: a
     session of its own (a terminal's Ctrl+C is ``os.killpg(pid, SIGINT)``), stdout and stderr to
     ``log_dir``'s stdout.txt and stderr.txt (stdout block-buffered, stderr by line, as Python writes to
-    files), Ctrl+C raising KeyboardInterrupt, logging as a fresh process has it, and the exit status of
-    ``sys.exit(main(...))``. What the process leaves at its exit is left: its helper processes closed
-    (as ``atexit`` does), everything else as the exit of a killed process leaves it."""
+    files), Ctrl+C raising KeyboardInterrupt, Python's own hooks for uncaught exceptions (in threads
+    too), warnings and fatal errors (pytest's would keep them from stderr), logging as a fresh process
+    has it, and the exit status of ``sys.exit(main(...))``. At its exit its helper processes are closed
+    (as ``atexit`` does); everything else is left as a killed process leaves it. The child never
+    returns into pytest: SIGINT and SIGTERM stay blocked until it has its own handlers."""
+    import faulthandler
     import logging
+    import threading
     import traceback
+    import warnings
 
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     pid = os.fork()
     if pid:
-        return ForkedCommand(pid, [prog, *argv])
-    code = 1
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        command = ForkedCommand(pid, [prog, *argv])
+        _FORKED.append(command)
+        return command
+    code: object = 1
     try:
         os.setsid()
         for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
@@ -283,7 +310,13 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
         sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)
         sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
         sys.argv = [prog, *argv]
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.excepthook, sys.unraisablehook = sys.__excepthook__, sys.__unraisablehook__
+        threading.excepthook = threading.__excepthook__
+        faulthandler.enable(sys.stderr)
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
         root = logging.getLogger()
         for handler in list(root.handlers):  # pytest's capture: basicConfig would skip a root with handlers
             root.removeHandler(handler)
@@ -294,26 +327,36 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
             logger.handlers.clear()
             logger.setLevel(logging.NOTSET)
             logger.propagate = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        interrupted = False
         try:
             code = main(argv, spec=spec)
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except KeyboardInterrupt:  # as Python ends on one: the traceback, then killed by SIGINT
+            code = exc.code
+        except KeyboardInterrupt:  # as Python ends on one: the traceback, exit handlers, killed by SIGINT
             traceback.print_exc()
-            sys.stderr.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupted = True
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         from phoenix_data.extract.helper import close_helpers
 
         close_helpers()
+        if interrupted:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            os.kill(os.getpid(), signal.SIGINT)
     except BaseException:  # noqa: BLE001 - the child never returns into pytest
         traceback.print_exc()
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            os._exit(code)
+            os._exit(_exit_code(code))
 
 
 def expected_frames(root: Path, release: str, splits: Sequence[str] = SPLITS) -> Dict[str, int]:

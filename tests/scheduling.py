@@ -25,24 +25,31 @@ class RayApartScheduling(LoadScopeScheduling):
         super().__init__(config, log)
         self.ray_modules = ray_modules
         self.ray_node = None
+        self.ray_node_lost = False  # crashed: its Ray tests go back to the queue, to run last elsewhere
 
     def _split_scope(self, nodeid: str) -> str:
         return RAY_UNIT if Path(nodeid.split("::", 1)[0]).name in self.ray_modules else nodeid
 
     def _assign_work_unit(self, node) -> None:
-        if self.ray_node is None and RAY_UNIT in self.workqueue and len(self.nodes) > 1:
+        if self.ray_node is None and not self.ray_node_lost and RAY_UNIT in self.workqueue and len(self.nodes) > 1:
             self.ray_node = node  # the first process asking: the Ray tests, then nothing else
             scope = RAY_UNIT
-        else:  # the queue's first unit that is not the Ray one (that one stays last in the queue)
+        else:  # any other unit first: the Ray one goes last to a process that runs the rest too
             scope = next((s for s in self.workqueue if s != RAY_UNIT), RAY_UNIT)
         unit = self.workqueue.pop(scope)
         self.assigned_work.setdefault(node, {})[scope] = unit
         collection = self.registered_collections[node]
         node.send_runtest_some([collection.index(nodeid) for nodeid, done in unit.items() if not done])
+        if node is self.ray_node:
+            # nothing more for it; a worker runs its last test only once it knows no other follows
+            node.shutdown()
 
     def _reschedule(self, node) -> None:
-        if node is not self.ray_node:
-            return super()._reschedule(node)
-        if not node.shutting_down and self._pending_of(self.assigned_work[node]) == 0:
-            node.shutdown()  # done with Ray: it takes no other test
-        return None
+        if node is self.ray_node:
+            return None  # shut down when it took the Ray tests
+        return super()._reschedule(node)
+
+    def remove_node(self, node):
+        if node is self.ray_node and self._pending_of(self.assigned_work.get(node, {})):
+            self.ray_node, self.ray_node_lost = None, True
+        return super().remove_node(node)
