@@ -232,13 +232,6 @@ class ForkedCommand:
             time.sleep(0.01)
         return self.returncode
 
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
 
 def run_forked(main, argv: Sequence[object], spec, prog: str) -> subprocess.CompletedProcess:
     """``start_forked`` run to its end (within ``RUN_TIMEOUT``), its output read back: as

@@ -21,12 +21,12 @@ from typing import Iterator
 import cv2
 import pytest
 from helpers import (
-    FAKE_DELAY,
     MULTI,
     RUN_TIMEOUT,
     check_records,
     ci_is_set,
     expected_frames,
+    fake_warm_spec,
     metrics_rows,
     raw_records,
     read_json,
@@ -66,7 +66,7 @@ def all_expected(demo_dir: Path) -> dict:
 
 
 def no_failures(cache: Path) -> dict:
-    store = LandmarkCache(cache, FakeExtractorSettings(FAKE_DELAY), readonly=True)
+    store = LandmarkCache(cache, fake_warm_spec(), readonly=True)
     with store.session():
         return store.failures()
 
