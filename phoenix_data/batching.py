@@ -58,9 +58,12 @@ def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional
     for tensors in columns:
         base = tensors[0]._base
         if not (base is not None and _PADDED.get(id(base)) is base
-                and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)
-                and all(t._base is base and t.data_ptr() == base[b].data_ptr() and t.shape == base[b, :n].shape
-                        for b, (t, n) in enumerate(zip(tensors, sizes)))):
+                and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)):
+            return None
+        # each tensor is row b of base, its first n frames (by address and shape: no view made per row)
+        start, row_bytes, rest = base.data_ptr(), base.stride(0) * base.element_size(), tuple(base.shape[2:])
+        if not all(t._base is base and t.data_ptr() == start + b * row_bytes and t.shape == (n,) + rest
+                   and t.is_contiguous() for b, (t, n) in enumerate(zip(tensors, sizes))):
             return None
         bases.append(base)
     return bases
@@ -78,9 +81,13 @@ def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype
     that nothing holds any more, or new memory (``batch_memory``)."""
     tensors = batch_tensors(list(zip(shapes, dtypes)), in_worker=get_worker_info() is not None)
     for out in tensors:
+        try:
+            values = out.numpy()  # the same memory: NumPy's slices cost a tenth of torch's
+        except TypeError:  # a dtype NumPy lacks (bfloat16)
+            values = out
         for b, size in enumerate(sizes):
             if size < out.shape[1]:
-                out[b, size:] = 0
+                values[b, size:] = 0
         _PADDED[id(out)] = out
     return tensors
 

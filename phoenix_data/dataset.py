@@ -188,11 +188,11 @@ class PhoenixLandmarks(Dataset):
 
             def put(b: int, header: RecordHeader, arrays: Dict[str, np.ndarray]) -> None:
                 size = header.frames
-                landmarks[b, :size] = torch.from_numpy(arrays["landmarks"])  # float16 -> dtype in one pass
-                fill_confidence(arrays, confidence[b, :size].numpy())
-                fill_found(arrays, valid[b, :size].numpy())
-                items.append(self._item(samples[b], size, landmarks[b, :size], confidence[b, :size],
-                                        valid[b, :size]))
+                rows = landmarks[b, :size], confidence[b, :size], valid[b, :size]  # the item's tensors
+                rows[0].copy_(torch.from_numpy(arrays["landmarks"]))  # float16 -> dtype in one pass
+                fill_confidence(arrays, rows[1].numpy())
+                fill_found(arrays, rows[2].numpy())
+                items.append(self._item(samples[b], size, *rows))
             return put
 
         if not self.cache.read_batch([sample.key for sample in samples], fill, _scratch()):

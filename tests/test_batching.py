@@ -23,6 +23,20 @@ def test_collate_pads_and_concatenates():
     assert batch["id"] == ["s3", "s5"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.int32])
+def test_padding_is_zero_in_every_dtype(dtype):
+    """The padding is written into reused memory (whatever an earlier batch left there): zero in any dtype,
+    NumPy's or not (bfloat16)."""
+    for _ in range(2):  # the second batch in the first one's memory
+        items = [item(2, [1], 3.0), item(4, [2], 5.0)]
+        for it in items:
+            it["landmarks"] = it["landmarks"].to(dtype)
+        batch = collate_ctc(items)
+        assert batch["landmarks"].dtype == dtype
+        assert (batch["landmarks"][0, 2:] == 0).all() and (batch["landmarks"][0, :2] == 3).all()
+        assert (batch["confidence"][0, 2:] == 0).all() and (batch["landmarks"][1] == 5).all()
+
+
 def test_sampler_covers_every_index_once_with_similar_lengths():
     lengths = [(i * 37) % 300 + 16 for i in range(1000)]
     sampler = LengthBucketBatchSampler(lengths, batch_size=8, bucket_batches=10, seed=3)

@@ -89,6 +89,20 @@ def test_a_batch_of_other_items_is_copied(cached):
     assert partial["landmarks"] is not items[0]["landmarks"]._base and partial["landmarks"].shape[1] == 30
 
 
+def test_a_view_at_a_rows_address_that_is_not_the_row_is_copied(cached):
+    """A tensor that starts where a row starts but holds other values (other shape or strides) is not
+    that row: collate copies the batch instead of passing memory on that the tensor does not describe."""
+    ds = dataset(cached)
+    items = ds.__getitems__([0, 4])  # 5 and 12 frames
+    base = items[1]["landmarks"]._base
+    items[1]["landmarks"] = base[1].transpose(0, 1).transpose(0, 1)[:LENGTHS[4]]  # the row itself: passed on
+    assert collate_ctc(items)["landmarks"] is base
+    row = base[1, :LENGTHS[4]]
+    items[1]["landmarks"] = row.as_strided(row.shape, (row.stride(0), 1, row.shape[1]))  # same start, other strides
+    batch = collate_ctc(items)
+    assert batch["landmarks"] is not base and torch.equal(batch["landmarks"][1, :LENGTHS[4]], items[1]["landmarks"])
+
+
 def test_the_valid_mask_is_the_stored_found_bits_and_agrees_with_the_coordinates(cached):
     ds = dataset(cached)
     for index in range(len(ds)):
