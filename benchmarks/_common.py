@@ -59,6 +59,16 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat); None where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_line() -> str:
     cores = len(os.sched_getaffinity(0))
     return (f"machine: {cores} cores (affinity), load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
