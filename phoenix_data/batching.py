@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
@@ -81,6 +82,7 @@ def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype
     that nothing holds any more, or new memory (``batch_memory``)."""
     tensors = batch_tensors(list(zip(shapes, dtypes)), in_worker=get_worker_info() is not None)
     for out in tensors:
+        values: Union[np.ndarray, torch.Tensor]
         try:
             values = out.numpy()  # the same memory: NumPy's slices cost a tenth of torch's
         except TypeError:  # a dtype NumPy lacks (bfloat16)
