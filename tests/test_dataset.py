@@ -93,17 +93,6 @@ def test_in_process_epoch_then_workers(warm):
         assert torch.equal(in_workers[key]["landmarks"], item["landmarks"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("context", ["spawn", "forkserver"])
-def test_start_methods_cold(demo_tree, tmp_path, context):
-    dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)
-    items = epoch(dataset, num_workers=2, multiprocessing_context=context)
-    assert sorted(items) == sorted(s.id for s in dataset.samples)
-    cache = LandmarkCache(tmp_path / "c", FAKE, readonly=True)
-    assert all(cache.get(s.key).pid != os.getpid() for s in dataset.samples)
-    cache.close()
-
-
 def test_repr_and_len(warm, demo_tree, tmp_path):
     dataset, cache_path = warm[0], warm[1]
     text = repr(dataset)

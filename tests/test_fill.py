@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from phoenix_data import PhoenixLandmarks
 from phoenix_data.cache.fill import Outcome, fill_sample
@@ -69,11 +69,22 @@ def test_main_process_epoch_before_worker_epoch(demo_tree, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
-def test_sample_read_in_main_then_other_start_methods(demo_tree, tmp_path, context):
-    dataset = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "c", settings=FAKE)
-    dataset[0]
-    loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=context)
-    assert {item["id"] for item in loader} == {s.id for s in dataset.samples}
+def test_workers_of_other_start_methods_fill_a_cold_cache_and_one_the_main_process_read(demo_tree, tmp_path,
+                                                                                        context):
+    """One loader (one pair of spawned workers: each imports torch) over two datasets: one on a cache that
+    does not exist yet (the workers create it), one on a cache the main process read a sample from first."""
+    cold = PhoenixLandmarks(demo_tree[RELEASE], "dev", cache=tmp_path / "cold", settings=FAKE)
+    read = PhoenixLandmarks(demo_tree[RELEASE], "test", cache=tmp_path / "read", settings=FAKE)
+    first = read[0]
+    helper = isolated_extractor(read.settings).pid
+    loader = DataLoader(ConcatDataset([cold, read]), batch_size=None, num_workers=2, multiprocessing_context=context)
+    items = {item["id"]: item for item in loader}
+    assert set(items) == {s.id for s in cold.samples + read.samples}
+    pids = {**record_pids(cold), **record_pids(read)}
+    assert pids[read.samples[0].key] == helper
+    workers = {pids[s.key] for s in cold.samples + read.samples[1:]}
+    assert os.getpid() not in workers and helper not in workers
+    assert np.array_equal(items[first["id"]]["landmarks"].numpy(), first["landmarks"].numpy())
 
 
 @pytest.mark.slow
