@@ -201,6 +201,16 @@ def pytest_configure(config):
         multiprocessing.set_start_method(method, force=True)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The session is over: collect what it left, then freeze the rest, so that the interpreter's exit does
+    not walk the whole heap again (~0.45 s less per test process; the controller waits for each to exit)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 # Modules whose tests make the test process a Ray driver. On Python 3.13 a DataLoader worker forked
 # from a process that has been one dies of a segmentation fault (seen with ray.shutdown() done), so
 # they run last: pytest-xdist hands tests out in this order, and nothing that forks runs after them.
