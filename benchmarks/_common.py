@@ -69,6 +69,16 @@ def process_cpu_seconds(pid: int) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_minor_faults(pid: int) -> Optional[int]:
+    """Minor page faults of process ``pid`` so far (/proc/PID/stat: first touches of memory pages); None where
+    there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+    except OSError:
+        return None
+
+
 def machine_line() -> str:
     cores = len(os.sched_getaffinity(0))
     return (f"machine: {cores} cores (affinity), load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cached epochs against the decode limit: does the DataLoader keep a GPU fed?
 
-    python benchmarks/bench_loader.py            # 600 samples of ~140 frames, 2 rounds (~10 min on 2 cores)
+    python benchmarks/bench_loader.py            # 600 samples of ~140 frames, 2 rounds (3-10 min on 2 cores)
     python benchmarks/bench_loader.py --quick    # smoke run
 
 Data: 600 synthetic LandmarkRecords (T ~ 140 +- 45, clipped to 16..299, as PHOENIX-2014 train; hands in ~70%
@@ -26,7 +26,11 @@ corpus CSV (no frames: every sample is cached). The Dataset is opened ``readonly
 
 Each configuration runs in its own process, rounds in rotated order; figures are medians over every epoch
 of every round, printed with the ratios the goals name, and the CPU time a sample costs: the decoding
-process's, and for epochs the main process's and the workers' together (read from ``/proc``; Linux).
+process's, and for epochs the main process's and the workers' together (read from ``/proc``; Linux). A
+last context line: ``num_workers=2``, batch 32, over the counted epochs in which the workers touched no new
+batch memory (their page faults, from ``/proc``): a worker's batch memory grows while longer batches than
+it has held come along, and each new page costs a fault the first time it is written, so the counted
+epochs still include some of that growth.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -49,6 +53,7 @@ CONFIGS = [(workers, batch, transform) for transform in ("none", "typical") for 
            for workers in (0, 2)] + [(2, 32, "prefetch4"), (0, 32, "float16"), (2, 32, "float16"),
                                      (0, 32, "fresh"), (0, 8, "fresh"), (2, 32, "fresh")]
 WARMUP_EPOCHS = 2  # not counted: the workers start, the batch memory pools fill
+SETTLED_FAULTS = 1000  # a worker's page faults in an epoch below this (4 MB of pages): no new batch memory touched
 
 
 def child_populate(work: Path, samples: int) -> dict:
@@ -120,7 +125,7 @@ def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: i
     extra = {"prefetch_factor": 4} if transform == "prefetch4" else {}
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_ctc, num_workers=workers,
                         persistent_workers=workers > 0, **extra)
-    rates, worker_ms, main_ms = [], [], []
+    rates, worker_ms, main_ms, worker_faults = [], [], [], []  # faults: the workers' first touches of pages
     for epoch in range(WARMUP_EPOCHS + epochs):
         sampler.set_epoch(epoch)
         if dataset.transform is not None:
@@ -129,14 +134,19 @@ def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: i
         batches = iter(loader)
         pids = [worker.pid for worker in getattr(batches, "_workers", [])]
         cpu = [C.process_cpu_seconds(pid) for pid in pids]
+        faults_before = [C.process_minor_faults(pid) for pid in pids]
         samples = sum(len(b["id"]) for b in batches)
         rates.append(samples / (time.perf_counter() - start))
         main_ms.append(1e3 * (time.process_time() - main_cpu) / samples)
         after = [C.process_cpu_seconds(pid) for pid in pids]
         known = [(a, b) for a, b in zip(cpu, after) if a is not None and b is not None]
         worker_ms.append(1e3 * sum(b - a for a, b in known) / samples if known else None)
+        counted = [(a, b) for a, b in zip(faults_before, [C.process_minor_faults(pid) for pid in pids])
+                   if a is not None and b is not None]
+        worker_faults.append(sum(b - a for a, b in counted) if counted else None)
     return {"samples_per_s": rates[WARMUP_EPOCHS:], "warm_up_epochs": rates[:WARMUP_EPOCHS],
-            "main_cpu_ms_per_sample": main_ms[WARMUP_EPOCHS:], "worker_cpu_ms_per_sample": worker_ms[WARMUP_EPOCHS:]}
+            "main_cpu_ms_per_sample": main_ms[WARMUP_EPOCHS:], "worker_cpu_ms_per_sample": worker_ms[WARMUP_EPOCHS:],
+            "worker_page_faults": worker_faults[WARMUP_EPOCHS:]}
 
 
 def main(argv=None) -> int:
@@ -158,6 +168,7 @@ def main(argv=None) -> int:
     runs: Dict[str, List[float]] = {f"{w} {b} {t}": [] for w, b, t in CONFIGS}
     # CPU ms a sample: (the main process's, the workers' together), per counted epoch
     cpu: Dict[str, List[tuple]] = {f"{w} {b} {t}": [] for w, b, t in CONFIGS}
+    faults: Dict[str, List[Optional[int]]] = {f"{w} {b} {t}": [] for w, b, t in CONFIGS}  # workers', per epoch
     for round_index in range(rounds):
         result = C.run_child(SCRIPT, ["decode", json.dumps(info), str(epochs)])
         decode += result["samples_per_s"]
@@ -170,6 +181,7 @@ def main(argv=None) -> int:
             runs[f"{workers} {batch} {transform}"] += result["samples_per_s"]
             cpu[f"{workers} {batch} {transform}"] += zip(result["main_cpu_ms_per_sample"],
                                                          result["worker_cpu_ms_per_sample"])
+            faults[f"{workers} {batch} {transform}"] += result["worker_page_faults"]
     limit = C.median(decode)
     rows = [["decode limit, 1 core (1 torch thread)", f"{limit:,.0f}", "1.000 of 1 core",
              f"{C.median(decode_cpu):.3f}", C.spread(decode, "{:,.0f}")]]
@@ -204,6 +216,12 @@ def main(argv=None) -> int:
               f"{figures[f'w{workers}_b{batch}_none'] / figures[f'w{workers}_b{batch}_fresh']:.2f}x")
     print(f"num_workers=2, batch 32, no transforms: {figures['w2_b32_none'] / figures['decode_2_processes']:.3f} "
           "of what two decoding processes reach together on this machine (not a goal: the context of the first)")
+    settled = [rate for rate, count in zip(runs["2 32 none"], faults["2 32 none"])
+               if count is not None and count < SETTLED_FAULTS]
+    if settled:  # context, not a goal: what the first epochs' new batch memory costs
+        print(f"num_workers=2, batch 32, no transforms, the counted epochs in which the workers touched no new "
+              f"batch memory (< {SETTLED_FAULTS:,} page faults; {len(settled)} of {len(runs['2 32 none'])}): "
+              f"{C.median(settled):,.0f}/s = {C.median(settled) / (2 * limit):.3f} of the 2-core limit")
     for text, value, target, at_least in goals:
         ok = value >= target if at_least else value <= target
         print(f"{text}: {value:.3f} -> {C.verdict(ok)}")
