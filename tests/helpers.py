@@ -210,12 +210,24 @@ def start_warm(log_dir: Path, *args: object, env: Optional[Dict[str, str]] = Non
     return subprocess.Popen(warm_cmd(*argv), stdout=out, stderr=err, start_new_session=True, env=env)
 
 
+class HungCommand(subprocess.TimeoutExpired):
+    """A forked command past its time: its message holds where each of its threads was and its output."""
+
+    def __init__(self, args: List[str], timeout: float, report: str) -> None:
+        super().__init__(args, timeout)
+        self.report = report
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; where its threads were, and its output:\n{self.report}"
+
+
 class ForkedCommand:
     """A command run by ``start_forked``, waited for as a ``subprocess.Popen`` is (``returncode``: the
-    exit status, or minus the signal that ended it)."""
+    exit status, or minus the signal that ended it). A wait past its timeout aborts the command, whose
+    faulthandler then writes every thread's stack to its stderr, and raises ``HungCommand``."""
 
-    def __init__(self, pid: int, args: List[str]) -> None:
-        self.pid, self.args, self.returncode = pid, args, None
+    def __init__(self, pid: int, args: List[str], log_dir: Path) -> None:
+        self.pid, self.args, self.returncode, self.log_dir = pid, args, None, log_dir
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -228,7 +240,13 @@ class ForkedCommand:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                os.kill(self.pid, signal.SIGABRT)
+                end = time.monotonic() + 10
+                while self.poll() is None and time.monotonic() < end:
+                    time.sleep(0.05)
+                raise HungCommand(self.args, timeout, "\n".join(
+                    f"--- {name} (end) ---\n{(self.log_dir / name).read_text()[-6000:]}"
+                    for name in ("stdout.txt", "stderr.txt")))
             time.sleep(0.01)
         return self.returncode
 
@@ -290,7 +308,7 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
     pid = os.fork()
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        command = ForkedCommand(pid, [prog, *argv])
+        command = ForkedCommand(pid, [prog, *argv], log_dir)
         _FORKED.append(command)
         return command
     code: object = 1
