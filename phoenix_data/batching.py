@@ -58,9 +58,9 @@ def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional
     bases = []
     for tensors in columns:
         base = tensors[0]._base
-        if not (base is not None and _PADDED.get(id(base)) is base
+        if not (base is not None and _PADDED.get(id(base)) is base and _ROWS.get(id(base)) == tuple(sizes)
                 and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)):
-            return None
+            return None  # (an item cut shorter than its row would leave its last frames in the padding)
         # each tensor is row b of base, its first n frames (by address and shape: no view made per row)
         start, row_bytes, rest = base.data_ptr(), base.stride(0) * base.element_size(), tuple(base.shape[2:])
         if not all(t._base is base and t.data_ptr() == start + b * row_bytes and t.shape == (n,) + rest
@@ -70,8 +70,10 @@ def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional
     return bases
 
 
-# Batches padded_batch made in this process, whose padding it zeroed: collate may pass them on as they are.
+# Batches padded_batch made in this process, whose padding it zeroed: collate may pass them on as they are,
+# if the items are their rows at the lengths they were padded after (_ROWS, by the batch's id while it lives).
 _PADDED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+_ROWS: Dict[int, Tuple[int, ...]] = {}
 
 
 def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype],
@@ -81,6 +83,7 @@ def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype
     the main process without another copy); elsewhere (``num_workers=0``) memory of an earlier batch
     that nothing holds any more, or new memory (``batch_memory``)."""
     tensors = batch_tensors(list(zip(shapes, dtypes)), in_worker=get_worker_info() is not None)
+    rows = tuple(int(size) for size in sizes)
     for out in tensors:
         values: Union[np.ndarray, torch.Tensor]
         try:
@@ -90,7 +93,8 @@ def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype
         for b, size in enumerate(sizes):
             if size < out.shape[1]:
                 values[b, size:] = 0
-        _PADDED[id(out)] = out
+        _PADDED[id(out)], _ROWS[id(out)] = out, rows
+        weakref.finalize(out, _ROWS.pop, id(out), None)
     return tensors
 
 

@@ -103,6 +103,22 @@ def test_a_view_at_a_rows_address_that_is_not_the_row_is_copied(cached):
     assert batch["landmarks"] is not base and torch.equal(batch["landmarks"][1, :LENGTHS[4]], items[1]["landmarks"])
 
 
+
+def test_items_cut_shorter_than_their_rows_are_copied(cached):
+    """A collate wrapper that trims items (trailing frames dropped) leaves them rows of the batch, shorter
+    than the row they were read into: passed on, the batch would serve the dropped frames as padding."""
+    ds = dataset(cached)
+    items = ds.__getitems__([0, 4])  # 5 and 12 frames
+    whole = [{key: item[key].clone() for key in ("landmarks", "confidence", "valid")} for item in items]
+    for key in ("landmarks", "confidence", "valid"):
+        items[0][key] = items[0][key][:3]
+    batch = collate_ctc(items)
+    assert batch["lengths"].tolist() == [3, LENGTHS[4]]
+    assert torch.equal(batch["landmarks"][0, :3], whole[0]["landmarks"][:3])
+    assert not batch["landmarks"][0, 3:].any() and not batch["confidence"][0, 3:].any()
+    assert not batch["valid"][0, 3:].any()  # False in padding, whatever the frames cut off held
+    assert torch.equal(batch["landmarks"][1], whole[1]["landmarks"])
+
 def test_the_valid_mask_is_the_stored_found_bits_and_agrees_with_the_coordinates(cached):
     ds = dataset(cached)
     for index in range(len(ds)):
