@@ -27,14 +27,20 @@ def test_collate_pads_and_concatenates():
 def test_padding_is_zero_in_every_dtype(dtype):
     """The padding is written into reused memory (whatever an earlier batch left there): zero in any dtype,
     NumPy's or not (bfloat16)."""
-    for _ in range(2):  # the second batch in the first one's memory
-        items = [item(2, [1], 3.0), item(4, [2], 5.0)]
+    def collated(sizes, fill):
+        items = [item(n, [1], fill) for n in sizes]
         for it in items:
             it["landmarks"] = it["landmarks"].to(dtype)
-        batch = collate_ctc(items)
-        assert batch["landmarks"].dtype == dtype
-        assert (batch["landmarks"][0, 2:] == 0).all() and (batch["landmarks"][0, :2] == 3).all()
-        assert (batch["confidence"][0, 2:] == 0).all() and (batch["landmarks"][1] == 5).all()
+        return collate_ctc(items)
+
+    first = collated([4, 4], 7.0)  # no padding: every value of its memory 7
+    address = first["landmarks"].data_ptr()
+    del first
+    batch = collated([2, 4], 3.0)
+    assert batch["landmarks"].data_ptr() == address  # the first batch's memory, written again
+    assert batch["landmarks"].dtype == dtype
+    assert (batch["landmarks"][0, 2:] == 0).all() and (batch["landmarks"][0, :2] == 3).all()
+    assert (batch["confidence"][0, 2:] == 0).all() and (batch["landmarks"][1] == 3).all()
 
 
 def test_sampler_covers_every_index_once_with_similar_lengths():
