@@ -1,6 +1,7 @@
 """Shared pytest fixtures. Each block below belongs to one test module; keep them sectioned."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from pathlib import Path
@@ -205,8 +206,6 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     """The session is over: collect what it left, then freeze the rest, so that the interpreter's exit does
     not walk the whole heap again (~0.45 s less per test process; the controller waits for each to exit)."""
-    import gc
-
     gc.collect()
     gc.freeze()
 
@@ -292,6 +291,7 @@ def pytest_pyfunc_call(pyfuncitem):
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run the test, report, leave without running pytest's teardown
+        gc.freeze()  # the parent's uncollected garbage is the parent's (helpers.start_forked says why)
         os.close(read_end)
         _run_in_child(pyfuncitem, args, write_end)
     os.close(write_end)

@@ -223,8 +223,9 @@ class HungCommand(subprocess.TimeoutExpired):
 
 class ForkedCommand:
     """A command run by ``start_forked``, waited for as a ``subprocess.Popen`` is (``returncode``: the
-    exit status, or minus the signal that ended it). A wait past its timeout aborts the command, whose
-    faulthandler then writes every thread's stack to its stderr, and raises ``HungCommand``."""
+    exit status, or minus the signal that ended it). A wait past its timeout aborts the command and the
+    processes it started (SIGABRT to its process group), whose faulthandlers then write every thread's
+    stack to its stderr, and raises ``HungCommand``."""
 
     def __init__(self, pid: int, args: List[str], log_dir: Path) -> None:
         self.pid, self.args, self.returncode, self.log_dir = pid, args, None, log_dir
@@ -240,7 +241,8 @@ class ForkedCommand:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGABRT)
+                with contextlib.suppress(ProcessLookupError):  # its processes (PYTHONFAULTHANDLER: theirs too)
+                    os.killpg(self.pid, signal.SIGABRT)
                 end = time.monotonic() + 10
                 while self.poll() is None and time.monotonic() < end:
                     time.sleep(0.05)
@@ -294,8 +296,16 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
     too), warnings and fatal errors (pytest's would keep them from stderr), logging as a fresh process
     has it, and the exit status of ``sys.exit(main(...))``. At its exit its helper processes are closed
     (as ``atexit`` does); everything else is left as a killed process leaves it. The child never
-    returns into pytest: SIGINT and SIGTERM stay blocked until it has its own handlers."""
+    returns into pytest: SIGINT and SIGTERM stay blocked until it has its own handlers.
+
+    The child never collects what this process left for its garbage collector: a DataLoader iterator
+    dropped in a reference cycle (an exception's traceback holds one) would otherwise be finalised in the
+    child, which would then shut down this process's workers (setting their shared "done" event, putting
+    into their queues) and could wait for ever for a queue's lock that a thread of this process held at
+    the fork (docs/testing.md: a check that once hung in CI's spawn leg was forked, in a re-run, while
+    two queue feeder threads of the test process were alive)."""
     import faulthandler
+    import gc
     import logging
     import threading
     import traceback
@@ -313,6 +323,7 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
         return command
     code: object = 1
     try:
+        gc.freeze()  # what this process left for its collector is its own: the child never collects it
         os.setsid()
         for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
             target = os.open(log_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -324,6 +335,7 @@ def start_forked(main, argv: List[str], spec, log_dir: Path, prog: str) -> Forke
         sys.excepthook, sys.unraisablehook = sys.__excepthook__, sys.__unraisablehook__
         threading.excepthook = threading.__excepthook__
         faulthandler.enable(sys.stderr)
+        os.environ["PYTHONFAULTHANDLER"] = "1"  # and in the processes it spawns: a hang's report shows theirs
         warnings.resetwarnings()
         warnings.simplefilter("default")
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
