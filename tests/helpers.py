@@ -247,7 +247,7 @@ class ForkedCommand:
                 while self.poll() is None and time.monotonic() < end:
                     time.sleep(0.05)
                 raise HungCommand(self.args, timeout, "\n".join(
-                    f"--- {name} (end) ---\n{(self.log_dir / name).read_text()[-6000:]}"
+                    f"--- {name} (end) ---\n{(self.log_dir / name).read_text()[-30000:]}"
                     for name in ("stdout.txt", "stderr.txt")))
             time.sleep(0.01)
         return self.returncode
