@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 QUIET_LOAD = 0.7
@@ -59,24 +59,15 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> Optional[float]:
-    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat); None where there is no /proc."""
+def process_stat(pid: int) -> Optional[Tuple[float, int]]:
+    """(user + system CPU seconds, minor page faults: first touches of memory pages) of process ``pid`` so
+    far, from /proc/PID/stat; None where there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_minor_faults(pid: int) -> Optional[int]:
-    """Minor page faults of process ``pid`` so far (/proc/PID/stat: first touches of memory pages); None where
-    there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[7])
-    except OSError:
-        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def machine_line() -> str:

@@ -133,17 +133,14 @@ def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: i
         start, main_cpu = time.perf_counter(), time.process_time()
         batches = iter(loader)
         pids = [worker.pid for worker in getattr(batches, "_workers", [])]
-        cpu = [C.process_cpu_seconds(pid) for pid in pids]
-        faults_before = [C.process_minor_faults(pid) for pid in pids]
+        before = [C.process_stat(pid) for pid in pids]
         samples = sum(len(b["id"]) for b in batches)
         rates.append(samples / (time.perf_counter() - start))
         main_ms.append(1e3 * (time.process_time() - main_cpu) / samples)
-        after = [C.process_cpu_seconds(pid) for pid in pids]
-        known = [(a, b) for a, b in zip(cpu, after) if a is not None and b is not None]
-        worker_ms.append(1e3 * sum(b - a for a, b in known) / samples if known else None)
-        counted = [(a, b) for a, b in zip(faults_before, [C.process_minor_faults(pid) for pid in pids])
-                   if a is not None and b is not None]
-        worker_faults.append(sum(b - a for a, b in counted) if counted else None)
+        known = [(a, b) for a, b in zip(before, [C.process_stat(pid) for pid in pids])
+                 if a is not None and b is not None]
+        worker_ms.append(1e3 * sum(b[0] - a[0] for a, b in known) / samples if known else None)
+        worker_faults.append(sum(b[1] - a[1] for a, b in known) if known else None)
     return {"samples_per_s": rates[WARMUP_EPOCHS:], "warm_up_epochs": rates[:WARMUP_EPOCHS],
             "main_cpu_ms_per_sample": main_ms[WARMUP_EPOCHS:], "worker_cpu_ms_per_sample": worker_ms[WARMUP_EPOCHS:],
             "worker_page_faults": worker_faults[WARMUP_EPOCHS:]}

@@ -58,8 +58,9 @@ def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional
     bases = []
     for tensors in columns:
         base = tensors[0]._base
-        if not (base is not None and _PADDED.get(id(base)) is base and _ROWS.get(id(base)) == tuple(sizes)
-                and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)):
+        padded = _PADDED.get(id(base)) if base is not None else None
+        if base is None or padded is None or not (padded[0]() is base and padded[1] == tuple(sizes)
+                                                  and base.shape[0] == len(tensors) and base.shape[1] == max(sizes)):
             return None  # (an item cut shorter than its row would leave its last frames in the padding)
         # each tensor is row b of base, its first n frames (by address and shape: no view made per row)
         start, row_bytes, rest = base.data_ptr(), base.stride(0) * base.element_size(), tuple(base.shape[2:])
@@ -70,10 +71,9 @@ def _read_batch(columns: List[List[torch.Tensor]], sizes: List[int]) -> Optional
     return bases
 
 
-# Batches padded_batch made in this process, whose padding it zeroed: collate may pass them on as they are,
-# if the items are their rows at the lengths they were padded after (_ROWS, by the batch's id while it lives).
-_PADDED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
-_ROWS: Dict[int, Tuple[int, ...]] = {}
+# Batches padded_batch made in this process, whose padding it zeroed, by id while they live: (the batch, the
+# lengths its rows were padded after). collate may pass one on as it is if the items are its rows at those.
+_PADDED: Dict[int, Tuple["weakref.ReferenceType[torch.Tensor]", Tuple[int, ...]]] = {}
 
 
 def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype],
@@ -93,8 +93,8 @@ def padded_batch(shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[torch.dtype
         for b, size in enumerate(sizes):
             if size < out.shape[1]:
                 values[b, size:] = 0
-        _PADDED[id(out)], _ROWS[id(out)] = out, rows
-        weakref.finalize(out, _ROWS.pop, id(out), None)
+        _PADDED[id(out)] = (weakref.ref(out), rows)
+        weakref.finalize(out, _PADDED.pop, id(out), None)
     return tensors
 
 

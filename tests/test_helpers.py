@@ -1,6 +1,7 @@
 """The suite's own harness, where a failure of it would hide what a test is for."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -28,7 +29,6 @@ def test_a_forked_command_past_its_time_reports_where_each_thread_was(tmp_path):
     assert "in _hangs" in report  # the main thread, where it waited
 
 
-
 class _Numbers(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 64
@@ -38,8 +38,6 @@ class _Numbers(torch.utils.data.Dataset):
 
 
 def _collects(argv, spec=None):
-    import gc
-
     gc.collect()
     return 0
 
@@ -47,8 +45,6 @@ def _collects(argv, spec=None):
 def test_a_forked_command_leaves_this_processs_garbage_alone(tmp_path):
     """A DataLoader iterator this process dropped in a reference cycle, not yet collected: a forked command
     that collected it would run its ``__del__``, shutting down this process's workers from the child."""
-    import gc
-
     from torch.utils.data import DataLoader
 
     enabled, workers = gc.isenabled(), []

@@ -103,7 +103,6 @@ def test_a_view_at_a_rows_address_that_is_not_the_row_is_copied(cached):
     assert batch["landmarks"] is not base and torch.equal(batch["landmarks"][1, :LENGTHS[4]], items[1]["landmarks"])
 
 
-
 def test_items_cut_shorter_than_their_rows_are_copied(cached):
     """A collate wrapper that trims items (trailing frames dropped) leaves them rows of the batch, shorter
     than the row they were read into: passed on, the batch would serve the dropped frames as padding."""
@@ -118,6 +117,7 @@ def test_items_cut_shorter_than_their_rows_are_copied(cached):
     assert not batch["landmarks"][0, 3:].any() and not batch["confidence"][0, 3:].any()
     assert not batch["valid"][0, 3:].any()  # False in padding, whatever the frames cut off held
     assert torch.equal(batch["landmarks"][1], whole[1]["landmarks"])
+
 
 def test_the_valid_mask_is_the_stored_found_bits_and_agrees_with_the_coordinates(cached):
     ds = dataset(cached)
