@@ -25,7 +25,6 @@ from phoenix_data.cache import LandmarkCache
 from phoenix_data.cli.check import main
 from phoenix_data.cli.warm import main as warm_main
 from phoenix_data.dataset import PhoenixLandmarks
-from phoenix_data.demo import build_demo
 from phoenix_data.extract import fork_unsafe_builds
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
@@ -34,6 +33,7 @@ from phoenix_data.render import FACE_COLOUR, LEFT_HAND_COLOUR, POSE_COLOUR, RIGH
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "phoenix_dataset.py"
 RELEASE = "PHOENIX-2014-T"
+SI5 = "phoenix-2014-signerindependent-SI5"
 SPLIT = "dev"  # the one split that is extracted
 KEY_PREFIX = f"{RELEASE}/{SPLIT}/"
 FAKE = FakeExtractorSettings()
@@ -160,9 +160,9 @@ def test_report_without_cache(root):
 
 
 @pytest.mark.slow
-def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(tmp_path):
+def test_a_split_without_csv_is_not_a_problem_for_the_check_nor_the_warm_up(demo_tree, tmp_path):
     """An SI5 copy without dev (as the release ships): the check reports it, the warm-up skips it."""
-    si5 = build_demo(tmp_path / "demo")["phoenix-2014-signerindependent-SI5"]
+    si5 = Path(shutil.copytree(demo_tree[SI5], tmp_path / "demo" / SI5))
     (si5 / "annotations" / "manual" / "dev.SI5.corpus.csv").unlink()
     done = run("--root", si5)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -175,12 +175,11 @@ def test_settings_that_would_download_are_refused_up_front(demo_tree, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(tmp_path):
+def test_a_sample_id_past_lmdbs_key_limit_is_extracted_and_read(demo_tree, tmp_path):
     """A 600-byte id (its frame folder named in the CSV's video column): extracted in workers, stored
     under a digest key, read back; no BadValsizeError."""
-    from phoenix_data.demo import build_demo
-
-    root = build_demo(tmp_path / "demo")[RELEASE]
+    root = tmp_path / "demo" / RELEASE
+    shutil.copytree(demo_tree[RELEASE], root)
     csv_path = root / "annotations" / "manual" / f"{RELEASE}.dev.corpus.csv"
     header, first, *rest = csv_path.read_text(encoding="utf-8").splitlines()
     long_id = "long-" + "x" * 595

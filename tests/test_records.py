@@ -149,9 +149,9 @@ def test_version_1_records_still_read_with_every_check_but_identity():
 
 # --- through the cache and the dataset ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return build_demo(tmp_path_factory.mktemp("demo"))[MULTI].parent.parent
+@pytest.fixture
+def demo(demo_dir) -> Path:
+    return demo_dir  # read only
 
 
 OTHER = "other/train/x"  # a good record, besides the faulty ones

@@ -60,7 +60,7 @@ LOOPBACK = "127.0.0.1"
 def cluster():
     """A head node and a second node, one CPU each, and this process connected as the driver."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES,
-                                                            "node_ip_address": LOOPBACK})
+                                                            "node_ip_address": LOOPBACK, "include_dashboard": False})
     cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES, node_ip_address=LOOPBACK)
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False, configure_logging=False)
     try:
