@@ -149,11 +149,6 @@ def test_version_1_records_still_read_with_every_check_but_identity():
 
 # --- through the cache and the dataset ------------------------------------------------------------------
 
-@pytest.fixture
-def demo(demo_dir) -> Path:
-    return demo_dir  # read only
-
-
 OTHER = "other/train/x"  # a good record, besides the faulty ones
 
 
@@ -187,8 +182,8 @@ FAULTS = ["belongs to another sample", "belongs to another sample", "belongs to 
           "has 553 points per frame", "has 0 frames", "fails its checksum", "holds non-finite landmarks"]
 
 
-def test_every_read_refuses_a_faulty_record_naming_the_sample(demo, tmp_path):
-    keys = faulty_cache(demo, tmp_path / "c")
+def test_every_read_refuses_a_faulty_record_naming_the_sample(demo_dir, tmp_path):
+    keys = faulty_cache(demo_dir, tmp_path / "c")
     cache = LandmarkCache(tmp_path / "c", FAKE, readonly=True)
     with cache.session():
         for key, says in zip(keys, FAULTS):
@@ -202,10 +197,11 @@ def test_every_read_refuses_a_faulty_record_naming_the_sample(demo, tmp_path):
     assert set(damaged) == set(keys) and good == {OTHER}
 
 
-def test_dataset_items_refuse_a_faulty_record(demo, tmp_path):
-    keys = faulty_cache(demo, tmp_path / "c")
+def test_dataset_items_refuse_a_faulty_record(demo_dir, tmp_path):
+    keys = faulty_cache(demo_dir, tmp_path / "c")
     for split in ("train", "dev", "test"):
-        ds = PhoenixLandmarks(demo, split, cache=tmp_path / "c", release="multisigner", readonly=True, settings=FAKE)
+        ds = PhoenixLandmarks(demo_dir, split, cache=tmp_path / "c", release="multisigner", readonly=True,
+                              settings=FAKE)
         for index, sample in enumerate(ds.samples):
             says = FAULTS[keys.index(sample.key)]
             with pytest.raises(CacheRecordError, match=f"{sample.key!r} {says}.*--repair"):
