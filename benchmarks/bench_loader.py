@@ -152,9 +152,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5,
                         help=f"epochs counted per round, after {WARMUP_EPOCHS} warm-up epochs")
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help=f"records in the cache, one epoch's samples (default {SAMPLES})")
     parser.add_argument("--quick", action="store_true", help="60 samples, 1 round, 1 epoch")
     args = parser.parse_args(argv)
-    samples = 60 if args.quick else SAMPLES
+    samples = 60 if args.quick else args.samples
     rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
     print(C.machine_line())
     info = C.run_child(SCRIPT, ["populate", str(args.work_dir), str(samples)])
