@@ -41,9 +41,10 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # Ray itself is imported by the cluster fixture: every test process collects this module, and only the
 # one that runs it needs Ray (~0.4 s of CPU an import).
 if importlib.util.find_spec("ray") is None:  # the test extra installs it; with CI set, a missing Ray fails
+    NO_RAY = "Ray is not installed: pip install -e '.[ray]'"
     if ci_is_set():
-        raise ImportError("Ray is not installed: pip install -e '.[ray]'")
-    pytest.skip("Ray is not installed: pip install -e '.[ray]'", allow_module_level=True)
+        raise ImportError(NO_RAY)
+    pytest.skip(NO_RAY, allow_module_level=True)
 
 from phoenix_data.warm.ray import RayWarmError, warm_on_ray  # noqa: E402
 
