@@ -13,16 +13,21 @@ corpus CSV (no frames: every sample is cached). The Dataset is opened ``readonly
   memory switched off, in the main process and in the workers): its gain, measured in the same run.
 - decode limit: one process, torch on 1 thread, each record read (``LandmarkCache.get(key, float16=True)``)
   and its landmarks made a float32 tensor: samples/s of one core. The 2-core limit is twice that. Also
-  measured: two such processes decoding at once (started on one clock), the sum of their rates: what
-  two cores of this machine really give (not a goal's measure; context for the num_workers=2 ratio).
+  measured, as context (not a goal's measure): the same decode with each sample then written to memory
+  beyond the caches, as a batch's rows are (the decode limit's tensor is dropped while still in the
+  cache; a batch's values must reach memory); and two decoding processes at once (started on one
+  clock), the sum of their rates: what two cores of this machine really give.
 - epochs: ``DataLoader(ds, batch_sampler=LengthBucketBatchSampler(ds.lengths(), B, seed=0),
   collate_fn=collate_ctc, num_workers=W)`` for W in 0, 2 and B in 8, 32, without transforms and with the
   typical pipeline (SelectPoints, Normalize, Mirror, RandomAffine, TimeWarp), timed from iter() to the last
-  batch; workers persistent (``persistent_workers=True``) and the first two epochs, which start them and
-  fill their batch memory, not counted: the steady state of a long training run. The main process keeps
-  torch's default threads, as a training script does. One more row: ``num_workers=2``, batch 32 with
-  ``prefetch_factor=4`` (4 batches in flight per worker instead of 2: bucketed batches differ in cost, and
-  with batches delivered in order a worker done with a cheap one otherwise waits for its slot).
+  batch; workers persistent (``persistent_workers=True``) and the first five epochs, which start them and
+  fill their batch memory, not counted: the steady state of a long training run. (A worker's pool of
+  batch memory reaches its lasting mix of slot sizes over the first epochs: with 600 samples, batch 32,
+  new slots of 33-67 MB were still taken in epochs 2 and 3, each page a fault on its first write.) The
+  main process keeps torch's default threads, as a training script does. One more row:
+  ``num_workers=2``, batch 32 with ``prefetch_factor=4`` (4 batches in flight per worker instead of 2:
+  bucketed batches differ in cost, and with batches delivered in order a worker done with a cheap one
+  otherwise waits for its slot).
 
 Each configuration runs in its own process, rounds in rotated order; figures are medians over every epoch
 of every round, printed with the ratios the goals name, and the CPU time a sample costs: the decoding
@@ -52,7 +57,7 @@ SAMPLES = 600
 CONFIGS = [(workers, batch, transform) for transform in ("none", "typical") for batch in (8, 32)
            for workers in (0, 2)] + [(2, 32, "prefetch4"), (0, 32, "float16"), (2, 32, "float16"),
                                      (0, 32, "fresh"), (0, 8, "fresh"), (2, 32, "fresh")]
-WARMUP_EPOCHS = 2  # not counted: the workers start, the batch memory pools fill
+WARMUP_EPOCHS = 5  # not counted: the workers start, the batch memory pools fill
 SETTLED_FAULTS = 1000  # a worker's page faults in an epoch below this (4 MB of pages): no new batch memory touched
 
 
@@ -86,27 +91,51 @@ def make_dataset(info: dict, transform: str):
 
 def child_decode(info: dict, passes: int, start_at: float = 0.0) -> dict:
     """``start_at``: wall-clock time to start decoding at (two processes started together, for the
-    machine's real 2-core rate: two virtual cores share caches and memory bandwidth)."""
+    machine's real 2-core rate: two virtual cores share caches and memory bandwidth).
+
+    Without ``start_at``, also measured in alternate passes: the same decode with each sample then
+    written where a float32 batch would hold it (its landmarks, confidence and found mask, into a ring
+    of rows in 512 MB of memory, far beyond the caches, touched before timing): what reading a sample
+    costs once its values must reach memory, as every batch's do. The decode limit's tensor is dropped
+    while still in the cache."""
+    import numpy as np
     import torch
 
     from phoenix_data.cache import LandmarkCache
     from phoenix_data.corpus import read_corpus
     from phoenix_data.extract.fake import FakeExtractorSettings
+    from phoenix_data.record import part_slices
 
     torch.set_num_threads(1)
     keys = [s.key for s in read_corpus(info["root"], C.SPLIT)]
     cache = LandmarkCache(info["cache"], FakeExtractorSettings(), readonly=True)
-    rates, cpu_ms = [], []
+    points, longest = FakeExtractorSettings().num_points, max(R.sample_lengths(info["samples"]))
+    parts = [s.stop - s.start for s in part_slices(points).values()]
+    kinds = ["decode"] if start_at else ["decode", "written"]
+    slots = max(2, (512 << 20) // (longest * points * 17)) if len(kinds) > 1 else 1  # a frame: 12 + 4 + 1 bytes
+    ring = [torch.zeros(slots, longest, points, 3), torch.zeros(slots, longest, points),
+            torch.zeros(slots, longest, points, dtype=torch.bool)]
+    rates: Dict[str, List[float]] = {kind: [] for kind in kinds}
+    cpu_ms: Dict[str, List[float]] = {kind: [] for kind in kinds}
     with cache.session():
         time.sleep(max(0.0, start_at - time.time()))
         for _ in range(passes):
-            start, cpu = time.perf_counter(), time.process_time()
-            for key in keys:
-                record = cache.get(key, float16=True)
-                torch.from_numpy(record.landmarks).float()
-            rates.append(len(keys) / (time.perf_counter() - start))
-            cpu_ms.append(1e3 * (time.process_time() - cpu) / len(keys))
-    return {"samples_per_s": rates, "cpu_ms_per_sample": cpu_ms}
+            for kind in rates:
+                start, cpu = time.perf_counter(), time.process_time()
+                for i, key in enumerate(keys):
+                    record = cache.get(key, float16=True)
+                    landmarks = torch.from_numpy(record.landmarks)
+                    if kind == "decode":
+                        landmarks.float()
+                        continue
+                    t, row = record.num_frames, i % slots
+                    ring[0][row, :t].copy_(landmarks)
+                    ring[1][row, :t].copy_(torch.from_numpy(record.confidence))
+                    ring[2][row, :t].numpy()[:] = np.repeat(record.presence(), parts, axis=1)
+                rates[kind].append(len(keys) / (time.perf_counter() - start))
+                cpu_ms[kind].append(1e3 * (time.process_time() - cpu) / len(keys))
+    return {"samples_per_s": rates["decode"], "cpu_ms_per_sample": cpu_ms["decode"],
+            "written_samples_per_s": rates.get("written", []), "written_cpu_ms_per_sample": cpu_ms.get("written", [])}
 
 
 def child_epochs(info: dict, workers: int, batch: int, transform: str, epochs: int) -> dict:
@@ -163,6 +192,8 @@ def main(argv=None) -> int:
     print(f"data: {info['samples']} samples, {info['frames']} frames, cache {info['cache']}")
     decode: List[float] = []
     decode_cpu: List[float] = []
+    written: List[float] = []  # the decode with each sample written to memory beyond the caches
+    written_cpu: List[float] = []
     together: List[float] = []  # two decoding processes at once: the sum of their rates
     runs: Dict[str, List[float]] = {f"{w} {b} {t}": [] for w, b, t in CONFIGS}
     # CPU ms a sample: (the main process's, the workers' together), per counted epoch
@@ -172,6 +203,8 @@ def main(argv=None) -> int:
         result = C.run_child(SCRIPT, ["decode", json.dumps(info), str(epochs)])
         decode += result["samples_per_s"]
         decode_cpu += result["cpu_ms_per_sample"]
+        written += result["written_samples_per_s"]
+        written_cpu += result["written_cpu_ms_per_sample"]
         together.append(decode_together(info, epochs))
         shift = round_index % len(CONFIGS)
         for workers, batch, transform in CONFIGS[shift:] + CONFIGS[:shift]:
@@ -186,6 +219,11 @@ def main(argv=None) -> int:
              f"{C.median(decode_cpu):.3f}", C.spread(decode, "{:,.0f}")]]
     figures = {"decode_1core": limit, "decode_2_processes": C.median(together),
                "decode_cpu_ms_per_sample": C.median(decode_cpu)}
+    figures["decode_written"] = C.median(written)
+    rows.append(["decode, each sample then written to memory (as a batch's rows are)",
+                 f"{figures['decode_written']:,.0f}",
+                 f"{figures['decode_written'] / limit:.3f} of 1 core", f"{C.median(written_cpu):.3f}",
+                 C.spread(written, "{:,.0f}")])
     rows.append(["decode, 2 processes at once (sum)", f"{figures['decode_2_processes']:,.0f}",
                  f"{figures['decode_2_processes'] / (2 * limit):.3f} of the 2-core limit", "",
                  C.spread(together, "{:,.0f}")])
@@ -215,6 +253,10 @@ def main(argv=None) -> int:
               f"{figures[f'w{workers}_b{batch}_none'] / figures[f'w{workers}_b{batch}_fresh']:.2f}x")
     print(f"num_workers=2, batch 32, no transforms: {figures['w2_b32_none'] / figures['decode_2_processes']:.3f} "
           "of what two decoding processes reach together on this machine (not a goal: the context of the first)")
+    print(f"num_workers=0 / 2, batch 32, no transforms: {figures['w0_b32_none'] / figures['decode_written']:.3f} / "
+          f"{figures['w2_b32_none'] / (2 * figures['decode_written']):.3f} of the decode with its sample written to "
+          "memory, on 1 / 2 cores (not a goal: a batch's values must reach memory; the decode limit's never leave "
+          "the cache)")
     settled = [rate for rate, count in zip(runs["2 32 none"], faults["2 32 none"])
                if count is not None and count < SETTLED_FAULTS]
     if settled:  # context, not a goal: what the first epochs' new batch memory costs

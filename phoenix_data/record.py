@@ -277,21 +277,36 @@ def _checked(data: Union[bytearray, memoryview], size: int, key: str,
 
 def fill_confidence(arrays: Dict[str, np.ndarray], confidence: np.ndarray) -> None:
     """A record's confidence [T, N] from its arrays: its part's presence (0 or 1) for every point, the
-    pose's visibility for the pose. (The small arrays are converted first, so that the wide writes copy
-    float32 without a conversion: ~3x quicker.)"""
-    slices = part_slices(confidence.shape[1])
-    presence = arrays["presence"].astype(np.float32)
-    for index, part in enumerate(PARTS):
-        confidence[:, slices[part]] = presence[:, index:index + 1]
-    np.divide(arrays["visibility"], np.float32(255), out=confidence[:, slices["pose"]], casting="unsafe")
+    pose's visibility for the pose. (Each frame's row is copied whole from a table of the 16 presence
+    patterns: one contiguous copy a frame; ~1.3x quicker than filling each part's columns, 2026-12-04.)"""
+    _rows_by_presence(arrays["presence"], _presence_rows(confidence.shape[1], np.float32), confidence)
+    np.divide(arrays["visibility"], np.float32(255), out=confidence[:, part_slices(confidence.shape[1])["pose"]],
+              casting="unsafe")
 
 
 def fill_found(arrays: Dict[str, np.ndarray], valid: np.ndarray) -> None:
     """bool [T, N]: each point's part found in that frame (the record's presence bits)."""
-    slices = part_slices(valid.shape[1])
-    presence = arrays["presence"].astype(bool)
-    for index, part in enumerate(PARTS):
-        valid[:, slices[part]] = presence[:, index:index + 1]
+    _rows_by_presence(arrays["presence"], _presence_rows(valid.shape[1], np.bool_), valid)
+
+
+_PART_BITS = np.array([1 << i for i in range(len(PARTS))], np.uint8)
+
+
+def _rows_by_presence(presence: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """``out[t] = table[pattern of presence[t]]``: presence uint8 [T, 4] of 0 or 1 (``_check_values``)."""
+    patterns = presence @ _PART_BITS  # [T] in 0..15
+    # mode="clip": "raise" would write through a buffer of its own (a second pass over ``out``)
+    np.take(table, patterns, axis=0, out=out, mode="clip")
+
+
+@lru_cache(maxsize=None)
+def _presence_rows(num_points: int, dtype: type) -> np.ndarray:
+    """[16, num_points] of ``dtype``: row p holds, at each point, bit i of p for the point's part i."""
+    parts = _part_of_points(num_points)
+    table = (np.arange(16)[:, None] >> parts[None, :]) & 1
+    table = table.astype(dtype)
+    table.flags.writeable = False
+    return table
 
 
 def select_columns(arrays: Dict[str, np.ndarray], columns: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

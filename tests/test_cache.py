@@ -17,7 +17,7 @@ from phoenix_data.cache import CacheError, CacheRecordError, LandmarkCache, deco
 from phoenix_data.cache.lmdb_env import close_every_process_handle
 from phoenix_data.extract.mediapipe.runtime import mediapipe_version
 from phoenix_data.extract.mediapipe.settings import HolisticSettings
-from phoenix_data.record import NUM_POINTS, part_slices
+from phoenix_data.record import NUM_POINTS, fill_confidence, fill_found, part_slices
 
 # MediaPipe's settings, built and fingerprinted without running (or importing) MediaPipe: the legacy
 # backend's identity reads the installed version only, on every Python.
@@ -36,6 +36,26 @@ def test_round_trip_precision_and_size():
     assert np.abs(back.confidence[:, s["pose"]] - record.confidence[:, s["pose"]]).max() <= 1 / 510 + 1e-6
     np.testing.assert_array_equal(back.confidence[:, 33:], record.confidence[:, 33:])
     assert (back.width, back.height, back.pid) == (210, 260, 4242)
+
+
+@pytest.mark.parametrize("num_points", [NUM_POINTS, NUM_POINTS + 10])  # 553: a refined face
+def test_confidence_and_found_rows_for_every_presence_pattern(num_points):
+    # every combination of the 4 parts found or not, each in a frame of its own, written into a
+    # batch's rows as __getitems__ does (strided rows of a larger array)
+    presence = ((np.arange(16)[:, None] >> np.arange(4)[None, :]) & 1).astype(np.uint8)  # [16, 4]
+    visibility = np.random.default_rng(0).integers(0, 256, (16, 33)).astype(np.uint8)
+    arrays = {"presence": presence, "visibility": visibility}
+    sizes = [s.stop - s.start for s in part_slices(num_points).values()]
+    confidence = np.full((2, 16, num_points), -1, np.float32)
+    found = np.zeros((2, 16, num_points), bool)
+    fill_confidence(arrays, confidence[1])
+    fill_found(arrays, found[1])
+    expected_found = np.repeat(presence.astype(bool), sizes, axis=1)
+    np.testing.assert_array_equal(found[1], expected_found)
+    expected = expected_found.astype(np.float32)
+    expected[:, :33] = visibility / np.float32(255)  # the pose's visibility, found or not
+    np.testing.assert_array_equal(confidence[1], expected)
+    assert (confidence[0] == -1).all() and not found[0].any()  # the other rows untouched
 
 
 def test_damaged_records_raise_naming_the_sample():
