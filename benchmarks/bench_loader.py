@@ -99,23 +99,22 @@ def child_decode(info: dict, passes: int, start_at: float = 0.0) -> dict:
     of rows in 512 MB of memory, far beyond the caches, touched before timing): what reading a sample
     costs once its values must reach memory, as every batch's do. The decode limit's tensor is dropped
     while still in the cache."""
-    import numpy as np
     import torch
 
     from phoenix_data.cache import LandmarkCache
     from phoenix_data.corpus import read_corpus
+    from phoenix_data.dataset import found_mask
     from phoenix_data.extract.fake import FakeExtractorSettings
-    from phoenix_data.record import part_slices
 
     torch.set_num_threads(1)
     keys = [s.key for s in read_corpus(info["root"], C.SPLIT)]
     cache = LandmarkCache(info["cache"], FakeExtractorSettings(), readonly=True)
-    points, longest = FakeExtractorSettings().num_points, max(R.sample_lengths(info["samples"]))
-    parts = [s.stop - s.start for s in part_slices(points).values()]
     kinds = ["decode"] if start_at else ["decode", "written"]
-    slots = max(2, (512 << 20) // (longest * points * 17)) if len(kinds) > 1 else 1  # a frame: 12 + 4 + 1 bytes
-    ring = [torch.zeros(slots, longest, points, 3), torch.zeros(slots, longest, points),
-            torch.zeros(slots, longest, points, dtype=torch.bool)]
+    if "written" in kinds:
+        points, longest = FakeExtractorSettings().num_points, max(R.sample_lengths(info["samples"]))
+        slots = max(2, (512 << 20) // (longest * points * 17))  # a frame: 12 + 4 + 1 bytes
+        ring = [torch.zeros(slots, longest, points, 3), torch.zeros(slots, longest, points),
+                torch.zeros(slots, longest, points, dtype=torch.bool)]
     rates: Dict[str, List[float]] = {kind: [] for kind in kinds}
     cpu_ms: Dict[str, List[float]] = {kind: [] for kind in kinds}
     with cache.session():
@@ -134,7 +133,7 @@ def child_decode(info: dict, passes: int, start_at: float = 0.0) -> dict:
                         t, row = record.num_frames, i % slots
                         ring[0][row, :t].copy_(landmarks)
                         ring[1][row, :t].copy_(torch.from_numpy(record.confidence))
-                        ring[2][row, :t].numpy()[:] = np.repeat(record.presence(), parts, axis=1)
+                        ring[2][row, :t].copy_(found_mask(record))
                     if not warm_up:
                         rates[kind].append(len(keys) / (time.perf_counter() - start))
                         cpu_ms[kind].append(1e3 * (time.process_time() - cpu) / len(keys))
