@@ -36,6 +36,9 @@ from .record import (
 )
 from .transforms import Compose, SelectPoints
 from .transforms.base import apply_steps
+from .transforms.batch import Batch, batchable
+from .transforms.batch import prepare as prepare_steps
+from .transforms.batch import run as run_steps
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -108,10 +111,18 @@ class PhoenixLandmarks(Dataset):
         assert self.transform is not None
         steps: List[Callable[[Any], Any]] = list(
             self.transform.transforms if isinstance(self.transform, Compose) else [self.transform])
-        items = None
-        if steps and isinstance(steps[0], SelectPoints):
+        select = steps[0] if steps and isinstance(steps[0], SelectPoints) else None
+        if batchable(steps[1:] if select else steps):
             try:
-                items = self._read_selected(samples, steps[0])
+                done = self._read_batch_steps(samples, select, steps[1:] if select else steps)
+            except CacheRecordError:
+                done = None  # read again record by record: a lock-free reader's retry, or the error
+            if done is not None:
+                return done
+        items = None
+        if select is not None:
+            try:
+                items = self._read_selected(samples, select)
             except CacheRecordError:
                 items = None  # read again record by record: a lock-free reader's retry, or the error
         if items is None:
@@ -123,6 +134,42 @@ class PhoenixLandmarks(Dataset):
             if item["landmarks"].dtype != self.dtype:
                 item["landmarks"] = item["landmarks"].to(self.dtype)
             items[i] = item
+        return items
+
+    def _read_batch_steps(self, samples: List[Sample], select: Optional[SelectPoints],
+                          steps: List[Callable[[Any], Any]]) -> Optional[List[Dict]]:
+        """Cached samples through ``steps`` run over the whole batch at once (``transforms.batch``; only
+        ``select``'s points decoded), the result written into one padded batch (in shared memory in a
+        worker) whose rows are the items' tensors, as ``_read_batch`` gives them; None when one is not cached."""
+        num_points = self.settings.num_points
+        wanted = select.ids(num_points) if select is not None else None
+        columns = wanted.numpy() if wanted is not None else np.arange(num_points)
+        empty = (torch.empty(0, len(columns), 3), torch.empty(0, len(columns)),  # the items' tensors until
+                 torch.empty(0, len(columns), dtype=torch.bool))  # they have their own (steps read their points)
+        items: List[Any] = [self._item(sample, 0, *empty) for sample in samples]
+        for item in items if wanted is not None else ():
+            item.update(point_ids=wanted, layout_points=num_points)
+        read: List[Batch] = []
+
+        def fill(sizes: List[int]) -> Callable[[int, RecordHeader, Dict[str, np.ndarray]], None]:
+            read.append(Batch(sizes, num_points, columns, items))
+            prepare_steps(steps, read[0])
+            return lambda b, header, arrays: read[0].put(b, arrays)
+
+        if not self.cache.read_batch([sample.key for sample in samples], fill, _scratch()):
+            return None
+        batch = read[0]
+        for item, size in zip(items, batch.sizes.tolist()):
+            item["num_frames"] = size
+        run_steps(steps, batch)
+        sizes = batch.sizes.tolist()
+        shape = tuple(batch.valid.shape)
+        out = padded_batch([shape + (3,), shape, shape, shape], [self.dtype, torch.float32, torch.bool, torch.bool],
+                           sizes)
+        batch.finish(*out[:3])
+        out[3].numpy().fill(False)
+        for b, (item, size) in enumerate(zip(items, sizes)):
+            item.update(zip(("landmarks", "confidence", "valid", "imputed"), (tensor[b, :size] for tensor in out)))
         return items
 
     def _read_selected(self, samples: List[Sample], select: SelectPoints) -> Optional[List[Dict]]:

@@ -313,14 +313,48 @@ def select_columns(arrays: Dict[str, np.ndarray], columns: np.ndarray) -> Tuple[
     """A record's landmarks (float16 as stored, [T, K, 3]), confidence (float32 [T, K]) and found mask (bool
     [T, K]) at the layout points ``columns`` (K indices) only: the values ``fill_confidence`` and
     ``fill_found`` give at those points, made without the other points. New arrays (no view of ``arrays``)."""
+    frames = arrays["presence"].shape[0]
+    confidence, found = np.empty((frames, len(columns)), np.float32), np.empty((frames, len(columns)), np.bool_)
+    Selection(arrays["landmarks"].shape[1], columns).fill(arrays, confidence, found)
     # np.take: C-contiguous results (a[:, columns] may come out with its axes' strides swapped)
-    part = _part_of_points(arrays["landmarks"].shape[1])[columns]  # [K]: each point's part index
-    found = np.take(arrays["presence"], part, axis=1)  # [T, K] 0/1
-    confidence = found.astype(np.float32)
-    pose = np.flatnonzero(part == 0)  # (the pose's points come first in the layout)
-    if pose.size:
-        confidence[:, pose] = np.take(arrays["visibility"], columns[pose], axis=1) / np.float32(255)
-    return np.take(arrays["landmarks"], columns, axis=1), confidence, found.astype(bool)
+    return np.take(arrays["landmarks"], columns, axis=1), confidence, found
+
+
+class Selection:
+    """Some layout points (``columns``, K indices into a layout of ``num_points``): their confidence and
+    found mask from a record's arrays, each frame's row copied whole from a table of the 16 presence
+    patterns (as ``fill_confidence``), then the pose's visibility."""
+
+    def __init__(self, num_points: int, columns: np.ndarray) -> None:
+        self.num_points, self.columns = num_points, columns
+        self._confidence = np.ascontiguousarray(_presence_rows(num_points, np.float32)[:, columns])
+        self._found = np.ascontiguousarray(_presence_rows(num_points, np.bool_)[:, columns])
+        pose = np.flatnonzero(_part_of_points(num_points)[columns] == 0)
+        self._pose_columns = columns[pose]
+        # where the pose's points go: a slice when they are consecutive (a view to divide into), else indices
+        consecutive = pose.size > 0 and np.array_equal(pose, np.arange(pose[0], pose[0] + pose.size))
+        self._pose: Union[slice, np.ndarray] = slice(int(pose[0]), int(pose[-1]) + 1) if consecutive else pose
+
+    @property
+    def pose(self) -> Union[slice, np.ndarray]:
+        """Which of the points are the pose's (a slice where they are consecutive)."""
+        return self._pose
+
+    def fill(self, arrays: Dict[str, np.ndarray], confidence: np.ndarray, found: np.ndarray) -> None:
+        """``confidence`` (float32 [T, K]) and ``found`` (bool [T, K]) of the record's frames."""
+        _rows_by_presence(arrays["presence"], self._confidence, confidence)
+        self.fill_found(arrays, found)
+        if isinstance(self._pose, slice) or self._pose.size:
+            confidence[:, self._pose] = self.visibility(arrays)
+
+    def fill_found(self, arrays: Dict[str, np.ndarray], found: np.ndarray) -> None:
+        """``found`` (bool [T, K]) of the record's frames."""
+        _rows_by_presence(arrays["presence"], self._found, found)
+
+    def visibility(self, arrays: Dict[str, np.ndarray], out: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 [T, P]: the confidence of the pose's points among them (their visibility), into ``out``."""
+        return np.divide(np.take(arrays["visibility"], self._pose_columns, axis=1), np.float32(255), out=out,
+                         casting="unsafe")
 
 
 @lru_cache(maxsize=None)

@@ -466,7 +466,11 @@ def test_geometric_steps_in_compose_equal_the_steps_one_by_one(seed, frames, sel
     for step in fused.transforms:  # the same seeded copies, so the same draws
         one_by_one = step(one_by_one)
     out = fused(copy(item))
-    assert torch.allclose(out["landmarks"], one_by_one["landmarks"], rtol=1e-5, atol=1e-5)
+    # float32 rounding, relative to the largest value: Normalize divides by the shoulder width, so a rounding
+    # of coordinates in image units grows with how narrow the shoulders are (hypothesis found 1.2e-3 on
+    # values up to 86: shoulders 1% of the picture apart, 1.4e-5 of the largest value)
+    scale = float(one_by_one["landmarks"].abs().max()) if one_by_one["landmarks"].numel() else 0.0
+    assert float((out["landmarks"] - one_by_one["landmarks"]).abs().max()) <= 1e-4 * scale + 1e-6
     for key in ("confidence", "valid", "imputed", "point_ids"):
         if key in one_by_one:
             assert torch.equal(out[key], one_by_one[key]), key

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +18,7 @@ from .base import (
     planned_call,
     require_xyz,
 )
+from .batch import Batch
 from .points import POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER, mirror_ids, take_points
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,38 @@ class Normalize(Transform):
         item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
         return AffineMap().then(scale, -shift)
 
+    def batch_call(self, batch: Batch) -> None:
+        """``plan`` over a batch (``transforms.batch``): every sample's shoulders measured at once."""
+        batch.apply_pending()
+        if any(item.get("coords") == "shoulders" for item in batch.items):
+            raise ValueError("Normalize applied to an item that is already normalised; use it once.")
+        left, right = columns_of(batch.items[0], SHOULDERS, "Normalize").tolist()
+        pixels = self._scale.numpy().astype(np.float64)
+        xy = [batch.landmarks[:, :, :2, c] * pixels for c in (left, right)]  # [B, T, 2 (x, y)] each
+        present = batch.valid[:, :, left] & batch.valid[:, :, right]  # [B, T]; False in the padding
+        gap = xy[0] - xy[1]
+        width = np.hypot(gap[..., 0], gap[..., 1])
+        usable = present & (width > MIN_SHOULDER_WIDTH * pixels.mean())
+        mid = (xy[0] + xy[1]) / 2  # [B, T, 2]
+        count = np.count_nonzero(usable, axis=1)  # [B]
+        found = count > 0
+        for item in (item for item, ok in zip(batch.items, found) if not ok):
+            log.warning("Normalize: sample %r has no frame with both shoulders found; left in image coordinates.",
+                        item.get("id"))
+        count = np.maximum(count, 1)
+        clip_mid = np.where(usable[..., None], mid, 0.0).sum(axis=1) / count[:, None]  # [B, 2]
+        clip_width = np.where(usable, width, 0.0).sum(axis=1) / count  # [B]
+        if self.mode == "clip":
+            usable = np.zeros_like(usable)
+        mid = np.where(usable[..., None], mid, clip_mid[:, None])
+        width = np.where(usable, width, np.where(found, clip_width, 1.0)[:, None])
+        scale = np.concatenate([pixels, pixels[:1]]) / width[..., None]  # [B, T, 3]
+        shift = np.concatenate([mid, np.zeros_like(mid[..., :1])], axis=-1) / width[..., None]
+        scale[~found], shift[~found] = 1.0, 0.0
+        batch.scale_shift(scale, -shift)
+        for item in (item for item, ok in zip(batch.items, found) if ok):
+            item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
+
 
 class Mirror(RandomTransform):
     """With probability ``p``, mirror the picture horizontally: x -> 2c - x (c = 0.5 in image coordinates,
@@ -139,13 +171,38 @@ class Mirror(RandomTransform):
         if float(torch.rand((), generator=self.generator(item))) >= self.p:
             item.setdefault("mirrored", False)
             return pending
-        partners = mirror_ids(layout_points(item))
-        columns = partners if "point_ids" not in item else columns_of(
-            item, partners[item["point_ids"]].tolist(), "Mirror (its left/right partners)")
-        take_points(item, columns)
+        take_points(item, self.partner_columns(item))
         item["mirrored"] = not item.get("mirrored", False)
         centre = _centre(item)
         return pending.then(MIRROR_X, np.array([2 * centre, 0.0, 0.0]))  # x -> 2c - x
+
+    def batch_call(self, batch: Batch) -> None:
+        """``plan`` over a batch (``transforms.batch``): the points were swapped by the read
+        (``swap_before_read``); the flip is added to the batch's pending map."""
+        flips = batch.drawn.pop(id(self))
+        for item, flip in zip(batch.items, flips):
+            item["mirrored"] = not item.get("mirrored", False) if flip else item.get("mirrored", False)
+        if flips.any():
+            scale = np.where(flips[:, None], MIRROR_X, 1.0)[:, None, :]  # [B, 1, 3]
+            shift = np.zeros_like(scale)
+            shift[:, 0, 0] = np.where(flips, [2 * _centre(item) for item in batch.items], 0.0)  # x -> 2c - x
+            batch.scale_shift(scale, shift)
+
+    def swap_before_read(self, batch: Batch) -> None:
+        """This step's draws (which samples it mirrors), and their swaps of points, made by the read itself
+        (``Batch.swap_points``)."""
+        flips = np.array([float(torch.rand((), generator=self.generator(item))) < self.p for item in batch.items],
+                         dtype=bool)
+        if flips.any():
+            batch.swap_points(flips, self.partner_columns(batch.items[0]).numpy())
+        batch.drawn[id(self)] = flips
+
+    @staticmethod
+    def partner_columns(item: Item) -> torch.Tensor:
+        """The item's column of each column's mirror partner (an error names a partner it does not hold)."""
+        partners = mirror_ids(layout_points(item))
+        return partners if "point_ids" not in item else columns_of(
+            item, partners[item["point_ids"]].tolist(), "Mirror (its left/right partners)")
 
 
 class RandomAffine(RandomTransform):
@@ -173,17 +230,30 @@ class RandomAffine(RandomTransform):
         return {"rotation": self.rotation, "scale": self.scale, "shear": self.shear, "translate": self.translate,
                 **({"image_size": self.image_size} if self.image_size else {}), **super()._params()}
 
-    def draw(self, generator: torch.Generator) -> Tuple[np.ndarray, float, np.ndarray]:
-        """The 2x2 linear part, the scale factor and the shift ([2]), from one call to the generator (float64;
-        in NumPy and math: on 2x2 arrays each torch call costs more than its arithmetic)."""
-        u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
-        angle = math.radians(self.rotation * (2 * u[0] - 1))
-        shear = math.radians(self.shear * (2 * u[1] - 1))
-        factor = self.scale[0] + (self.scale[1] - self.scale[0]) * u[2]
-        shift = np.array([t * (2 * v - 1) for t, v in zip(self.translate, u[3:])])
-        rotate = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        skew = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
-        return factor * rotate @ skew, factor, shift
+    def draw(self, generator: torch.Generator) -> np.ndarray:
+        """float64 [5]: the uniform draws of one sample (rotation, shear, scale, shift x, shift y)."""
+        return torch.rand(5, generator=generator, dtype=torch.float64).numpy()
+
+    def maps(self, draws: np.ndarray, items: Sequence[Item]) -> Tuple[np.ndarray, np.ndarray]:
+        """Each sample's map p -> matrix p + offset (float64 [B, 3, 3] and [B, 3]) from its draws ([B, 5])."""
+        angle = np.radians(self.rotation * (2 * draws[:, 0] - 1))
+        shear = np.radians(self.shear * (2 * draws[:, 1] - 1))
+        factor = self.scale[0] + (self.scale[1] - self.scale[0]) * draws[:, 2]
+        shift = np.array(self.translate) * (2 * draws[:, 3:] - 1)  # [B, 2]
+        cos, sin, tan = np.cos(angle), np.sin(angle), np.tan(shear)
+        # factor * rotate @ skew, skew = [[1, tan], [0, 1]]
+        linear = factor[:, None, None] * np.stack([np.stack([cos, cos * tan - sin], -1),
+                                                   np.stack([sin, sin * tan + cos], -1)], 1)  # [B, 2, 2]
+        pixels = np.where(np.array([bool(item.get("isotropic")) for item in items])[:, None], 1.0,
+                          self._pixels.numpy().astype(np.float64))  # [B, 2]
+        centre = np.array([_centre(item) for item in items])[:, None].repeat(2, axis=1)  # [B, 2]
+        # in pixels about the centre, then back: p' = M (p - c) + c + t with M = P^-1 L P
+        matrix = np.zeros((len(items), 3, 3))
+        matrix[:, :2, :2] = linear * pixels[:, None, :] / pixels[:, :, None]
+        matrix[:, 2, 2] = factor
+        offset = np.zeros((len(items), 3))
+        offset[:, :2] = centre + shift - np.einsum("bij,bj->bi", matrix[:, :2, :2], centre)
+        return matrix, offset
 
     __call__ = planned_call
 
@@ -192,13 +262,10 @@ class RandomAffine(RandomTransform):
         pending = pending if pending is not None else AffineMap()
         ensure_masks(item)
         require_xyz(item, "RandomAffine")
-        linear, factor, shift = self.draw(self.generator(item))
-        pixels = np.ones(2) if item.get("isotropic") else self._pixels.numpy().astype(np.float64)
-        centre = np.full(2, _centre(item))
-        # in pixels about the centre, then back: p' = M (p - c) + c + t with M = P^-1 L P
-        matrix = np.zeros((3, 3))
-        matrix[:2, :2] = linear * pixels[None, :] / pixels[:, None]
-        matrix[2, 2] = factor
-        offset = np.zeros(3)
-        offset[:2] = centre + shift - matrix[:2, :2] @ centre
-        return pending.then(matrix, offset)
+        matrix, offset = self.maps(self.draw(self.generator(item))[None], [item])
+        return pending.then(matrix[0], offset[0])
+
+    def batch_call(self, batch: Batch) -> None:
+        """``plan`` over a batch (``transforms.batch``): each sample's draw, their maps made at once."""
+        batch.linear(*self.maps(np.stack([self.draw(self.generator(item)) for item in batch.items]),
+                                      batch.items))

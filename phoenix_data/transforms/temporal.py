@@ -19,6 +19,7 @@ from .base import (
     require_xyz,
     uniform,
 )
+from .batch import Batch, rows
 
 PerFrameKey = Literal["landmarks", "confidence", "valid", "imputed"]
 PER_FRAME_KEYS: Tuple[PerFrameKey, ...] = ("landmarks", "confidence", "valid", "imputed")
@@ -136,6 +137,51 @@ class TimeWarp(RandomTransform):
         item["landmarks"], item["confidence"] = landmarks, confidence
         # the masks at the nearest frames (landmarks and confidence: interpolated above)
         return take_frames(item, torch.where(later[:, 0], second, first), keys=("valid", "imputed"))
+
+    def batch_call(self, batch: Batch) -> None:
+        """``__call__`` over a batch (``transforms.batch``): every sample's frames taken in one gather."""
+        speeds = np.array([uniform(self.generator(item), *self.speed) for item in batch.items])
+        batch.apply_pending()
+        sizes = batch.sizes
+        new = np.where(sizes > 0, np.maximum(1, np.round(sizes / speeds)), 0).astype(np.int64)
+        last = np.maximum(sizes - 1, 0)[:, None]
+        source = np.minimum(np.arange(int(new.max(initial=0)))[None, :] * speeds[:, None], last)  # [B, T']
+        first = np.floor(source).astype(np.int64)
+        fraction = (source - first).astype(np.float32)
+        later = fraction >= 0.5  # the nearest source frame is `second` (halves go up)
+        base = np.arange(len(sizes))[:, None] * batch.frames
+        first, second = (first + base).ravel(), (np.minimum(first + 1, last) + base).ravel()  # rows of [B * T]
+        near = np.where(later.ravel(), second, first)
+        # as __call__: interpolated where both source frames have a value, else the nearest frame (weight 0
+        # or 1; torch.lerp is exact there: zero where that frame has no value either); the landmarks as
+        # planar rows [3, K], one weight per point for all three
+        count, shape = batch.valid.shape[2], source.shape
+        landmarks = torch.from_numpy(batch.landmarks).view(-1, batch.landmarks.shape[2] * count)[:, :3 * count]
+        valid = rows(batch.valid)
+        both = batch.taken("first valid", valid, first)
+        both &= batch.taken("second valid", valid, second)
+        weight = torch.from_numpy(batch.work.array("weight", both.shape, np.float32))  # [B * T', K]
+        torch.where(torch.from_numpy(both), torch.from_numpy(fraction.reshape(-1, 1)),
+                    torch.from_numpy(later.reshape(-1, 1).astype(np.float32)), out=weight)
+        moved = batch.array("landmarks", shape + (3, count), np.float32)
+        ends = [torch.index_select(landmarks, 0, torch.from_numpy(index), out=torch.from_numpy(
+            batch.work.array(name, (len(index), 3 * count), np.float32))).view(-1, 3, count)
+                for name, index in (("first", first), ("second", second))]  # x, y, z rows (not found's)
+        torch.lerp(ends[0], ends[1], weight.unsqueeze(1), out=torch.from_numpy(moved).view(-1, 3, count))
+        seen = batch.array("visibility", shape + batch.visibility.shape[2:], np.float32)
+        visibility = rows(batch.visibility)
+        torch.lerp(torch.from_numpy(batch.taken("first visibility", visibility, first)),
+                   torch.from_numpy(batch.taken("second visibility", visibility, second)), weight[:, batch.pose],
+                   out=torch.from_numpy(seen).view(len(first), -1))
+        found = batch.array("valid", shape + (count,), np.bool_)
+        np.take(valid, near, axis=0, out=found.reshape(-1, count), mode="clip")
+        for b, size in enumerate(new.tolist()):  # the padding
+            for values in (moved, seen, found):
+                values[b, size:] = 0
+        batch.landmarks, batch.visibility, batch.valid = moved, seen, found
+        batch.sizes = new
+        for item, size in zip(batch.items, new.tolist()):
+            item["num_frames"] = size
 
 
 class FrameDropout(RandomTransform):
