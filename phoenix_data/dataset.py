@@ -166,8 +166,7 @@ class PhoenixLandmarks(Dataset):
         shape = tuple(batch.valid.shape)
         out = padded_batch([shape + (3,), shape, shape, shape], [self.dtype, torch.float32, torch.bool, torch.bool],
                            sizes)
-        batch.finish(*out[:3])
-        out[3].numpy().fill(False)
+        batch.finish(*out)
         for b, (item, size) in enumerate(zip(items, sizes)):
             item.update(zip(("landmarks", "confidence", "valid", "imputed"), (tensor[b, :size] for tensor in out)))
         return items

@@ -22,11 +22,13 @@ from phoenix_data.record import LandmarkRecord, part_slices
 from phoenix_data.transforms import (
     Compose,
     FillGaps,
+    FrameDropout,
     Mirror,
     Normalize,
     RandomAffine,
     SelectPoints,
     TimeWarp,
+    Velocity,
 )
 from phoenix_data.transforms.batch import batchable
 
@@ -88,6 +90,12 @@ PIPELINES = {
     "matrix, then per frame": lambda: [SelectPoints("lips", "pose"), RandomAffine(), Normalize(image_size=SIZE),
                                        Mirror(p=1.0), Mirror(p=0.5)],
     "time alone": lambda: [TimeWarp(speed=(0.8, 1.25))],
+    "gaps filled first (transforms.md's)": lambda: [
+        SelectPoints("pose_upper_body", "left_hand", "right_hand", "lips", "eyes", "eyebrows"),
+        FillGaps(max_gap=3), Normalize(image_size=SIZE), Mirror(p=0.5), RandomAffine(), TimeWarp(speed=(0.8, 1.25))],
+    "gaps filled after time": lambda: [SelectPoints("pose", "left_hand", "right_hand"), TimeWarp(speed=(0.5, 2.0)),
+                                       FillGaps(max_gap=2, parts=("pose", "left_hand", "right_hand")),
+                                       Mirror(p=0.5), Normalize(), TimeWarp(speed=(0.8, 1.25))],
     "select alone": lambda: [SelectPoints([12, 11, 520, 530], "nose")],
 }
 INDICES = [3, 0, 5, 9, 7, 10, 1, 11, 4]
@@ -170,9 +178,14 @@ def test_points_without_a_value_are_zero_even_where_the_record_holds_values(cach
     assert item["landmarks"][1::2, hand].abs().sum() > 0  # (where found, its values)
 
 
-def test_a_pipeline_with_another_step_runs_item_by_item(cached):
-    steps = lambda: [SelectPoints("pose_upper_body", "left_hand"), Normalize(), FillGaps(max_gap=2),  # noqa: E731
-                     TimeWarp(speed=(0.8, 1.25))]
+@pytest.mark.parametrize("other", [lambda: FrameDropout(p=0.2), lambda: FillGaps(parts=("left_hand",)),
+                                   lambda: Velocity()], ids=["FrameDropout", "FillGaps one hand", "Velocity"])
+def test_a_pipeline_with_another_step_runs_item_by_item(cached, other):
+    """FrameDropout and Velocity have no batch version; FillGaps of one hand only is not the same on points
+    Mirror swapped before it (the batch path swaps them in the read)."""
+    steps = lambda: [SelectPoints("pose_upper_body", "left_hand", "right_hand"), Mirror(p=0.5),  # noqa: E731
+                     Normalize(), other()]
+    assert not batchable(steps()[1:])
     expected = expected_items(cached, steps(), seed=6)
     items = dataset(cached, transform=Compose(steps(), seed=6)).__getitems__(INDICES)
     assert not rows_of_one_batch(items)
@@ -217,7 +230,7 @@ def test_workers_give_the_batches_of_the_steps_item_by_item(cached):
         for key in ("valid", "imputed", "confidence", "targets"):
             assert torch.equal(batch[key], reference[key]), key
         scale = float(reference["landmarks"].abs().max())
-        assert float((batch["landmarks"] - reference["landmarks"]).abs().max()) <= 8 * 1.2e-7 * scale
+        assert float((batch["landmarks"] - reference["landmarks"]).abs().max()) <= 1e-5 * scale  # (assert_items_close)
         seen += len(indices)
     assert seen == len(ds)
 
@@ -225,7 +238,8 @@ def test_workers_give_the_batches_of_the_steps_item_by_item(cached):
 BATCHED_STEPS = [lambda: Normalize(), lambda: Normalize("clip", image_size=SIZE), lambda: Mirror(p=1.0),
                  lambda: Mirror(p=0.5), lambda: RandomAffine(rotation=30, shear=10, image_size=SIZE),
                  lambda: RandomAffine(translate=(0.2, 0.1)), lambda: TimeWarp(speed=(0.5, 2.0)),
-                 lambda: TimeWarp(speed=1.0)]
+                 lambda: TimeWarp(speed=1.0), lambda: FillGaps(max_gap=2),
+                 lambda: FillGaps(max_gap=5, parts=("pose", "face", "left_hand", "right_hand"))]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,6 +1,6 @@
 """A pipeline run over a whole padded batch at once, as ``PhoenixLandmarks.__getitems__`` runs it.
 
-Item by item, Normalize, Mirror, RandomAffine and TimeWarp cost ~60 small NumPy and torch calls a sample:
+Item by item, FillGaps, Normalize, Mirror, RandomAffine and TimeWarp cost ~60 small NumPy and torch calls a sample:
 their cost is the calls, not the arithmetic (arrays of ~45,000 values). Over a batch each call does the
 work of B samples. A step class that defines ``batch_call(batch)`` itself (not inherited: a subclass that
 changes a step runs item by item, as it says) runs here; a pipeline with any other step runs item by item.
@@ -31,15 +31,17 @@ class Batch:
     frame's map is then one [3, 3] x [3, K] product, and a frame one contiguous row); as read, R = 4: a
     fourth row of 1 where the point has a value and 0 where not, so that the first map is one [3, 4] x
     [4, K] product with its offset added to found points only (``apply_pending``); R = 3 after it.
-    ``valid`` bool [B, T, K] (False in the padding, after ``sizes[b]`` frames); ``visibility`` float32
-    [B, T, P]: the confidence of the pose's points (``pose``: which of the K they are). The confidence of
-    every other point is its part's presence, 1 or 0: ``valid``, whatever these steps do (they move it
-    with its point, or interpolate it where the point has a value in both frames: 1 again), so it is
-    not carried.
+    ``valid`` and ``imputed`` bool [B, T, K] (False in the padding, after ``sizes[b]`` frames; ``imputed``:
+    filled in by FillGaps), the fourth row their ``|``; ``visibility`` float32 [B, T, P]: the confidence
+    of the pose's points (``pose``: which of the K they are). The confidence of every other point is its
+    part's presence, 1 or 0: ``valid``, whatever these steps do (they move it with its point, or
+    interpolate it where the point has a value in both frames: 1 again), so it is not carried, unless
+    TimeWarp interpolates between a found and a filled-in value: then ``confidence`` float32 [B, T, K]
+    holds every point's (None before).
     ``sizes`` int64 [B], ``items``: each sample's other keys (``id``, ``coords``, ``point_ids``, ...) as an
     item holds them, every sample with the same points. Points without a value and the padding are zero at
     every step's end (the maps add their offset to found points only: no pass to zero them again).
-    ``pending``: the geometric maps not applied yet. No ``imputed`` mask: no step here makes values up.
+    ``pending``: the geometric maps not applied yet.
     """
 
     def __init__(self, sizes: Sequence[int], num_points: int, columns: np.ndarray, items: List[Item]) -> None:
@@ -55,6 +57,9 @@ class Batch:
         self.landmarks = self.array("landmarks", (shape[0], shape[1], 4, points), np.float32)
         self.visibility = self.array("visibility", shape[:2] + (np.arange(points)[self.pose].size,), np.float32)
         self.valid = self.array("valid", shape, np.bool_)
+        self.imputed = self.array("imputed", shape, np.bool_)
+        self.imputed.fill(False)
+        self.confidence: Optional[np.ndarray] = None
         for b, size in enumerate(self.sizes.tolist()):
             for values in (self.landmarks, self.visibility, self.valid):
                 values[b, size:] = 0
@@ -133,22 +138,39 @@ class Batch:
         else:
             np.matmul(maps[..., :3], self.landmarks, out=moved)
             found = self.work.array("found", self.valid.shape, np.float32)
-            np.copyto(found, self.valid)
+            np.copyto(found, self.has_value())
             torch.from_numpy(moved).addcmul_(torch.from_numpy(maps[..., 3:]), torch.from_numpy(found).unsqueeze(2))
         self.landmarks = moved
+
+    def has_value(self) -> np.ndarray:
+        """bool [B, T, K]: found or filled in."""
+        return self.valid | self.imputed if self.imputed.any() else self.valid
+
+    def full_confidence(self) -> np.ndarray:
+        """``confidence`` of every point, made from ``valid`` and ``visibility`` where not kept yet."""
+        if self.confidence is None:
+            self.confidence = self.array("confidence", self.valid.shape, np.float32)
+            np.copyto(self.confidence, self.valid)
+            self.confidence[..., self.pose] = self.visibility
+        return self.confidence
 
     def xyz(self) -> np.ndarray:
         """The landmarks' x, y and z rows (a view: without the fourth row)."""
         return self.landmarks[:, :, :3]
 
-    def finish(self, landmarks: torch.Tensor, confidence: torch.Tensor, valid: torch.Tensor) -> None:
+    def finish(self, landmarks: torch.Tensor, confidence: torch.Tensor, valid: torch.Tensor,
+               imputed: torch.Tensor) -> None:
         """Write the result into a padded batch's tensors of the item's shapes (``landmarks`` [B, T, K, 3] of
         any float dtype)."""
         self.apply_pending()
         landmarks.copy_(torch.from_numpy(self.xyz()).permute(0, 1, 3, 2))
         valid.numpy()[...] = self.valid
-        confidence.numpy()[...] = self.valid
-        confidence.numpy()[..., self.pose] = self.visibility
+        imputed.numpy()[...] = self.imputed
+        if self.confidence is not None:
+            confidence.numpy()[...] = self.confidence
+        else:
+            confidence.numpy()[...] = self.valid
+            confidence.numpy()[..., self.pose] = self.visibility
 
 
 class BatchMap:
@@ -193,8 +215,9 @@ class BatchMap:
 
 
 def batchable(steps: Iterable[Any]) -> bool:
-    """Every step's class defines ``batch_call`` itself."""
-    return all("batch_call" in type(step).__dict__ for step in steps)
+    """Every step's class defines ``batch_call`` itself, and the step treats left and right alike
+    (``sides_alike``, where a step's settings decide it: see ``prepare``)."""
+    return all("batch_call" in type(step).__dict__ and getattr(step, "sides_alike", True) for step in steps)
 
 
 def prepare(steps: Sequence[Any], batch: Batch) -> None:

@@ -119,7 +119,8 @@ class Normalize(Transform):
         left, right = columns_of(batch.items[0], SHOULDERS, "Normalize").tolist()
         pixels = self._scale.numpy().astype(np.float64)
         xy = [batch.landmarks[:, :, :2, c] * pixels for c in (left, right)]  # [B, T, 2 (x, y)] each
-        present = batch.valid[:, :, left] & batch.valid[:, :, right]  # [B, T]; False in the padding
+        has = batch.has_value()  # found or filled in, as ``shoulders`` counts them
+        present = has[:, :, left] & has[:, :, right]  # [B, T]; False in the padding
         gap = xy[0] - xy[1]
         width = np.hypot(gap[..., 0], gap[..., 1])
         usable = present & (width > MIN_SHOULDER_WIDTH * pixels.mean())

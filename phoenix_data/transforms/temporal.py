@@ -94,6 +94,34 @@ class FillGaps(Transform):
         item["landmarks"], item["imputed"] = landmarks, imputed
         return item
 
+    @property
+    def sides_alike(self) -> bool:
+        """Both hands or neither (``transforms.batch``: a batch's points may be swapped by Mirror before it)."""
+        return ("left_hand" in self.parts) == ("right_hand" in self.parts)
+
+    def batch_call(self, batch: Batch) -> None:
+        """``__call__`` over a batch (``transforms.batch``): the gaps of every sample found at once, the
+        points filled in one assignment."""
+        batch.apply_pending()
+        cols = self.columns(batch.items[0]).numpy()
+        frames = batch.frames
+        found = batch.valid[:, :, cols]  # [B, T, C]; False in the padding, so no gap ends there
+        t = np.arange(frames)[None, :, None]
+        before = np.maximum.accumulate(np.where(found, t, -1), axis=1)
+        after = np.minimum.accumulate(np.where(found, t, frames)[:, ::-1], axis=1)[:, ::-1]
+        fill = ~found & ~batch.imputed[:, :, cols] & (before >= 0) & (after < frames)
+        fill &= (after - before - 1) <= self.max_gap
+        b, f, c = np.nonzero(fill)
+        if not b.size:
+            return
+        lo, hi, k = before[b, f, c], after[b, f, c], cols[c]
+        weight = ((f - lo).astype(np.float32) / np.maximum(hi - lo, 1).astype(np.float32))[:, None]  # as __call__
+        start, end = batch.landmarks[b, lo, :3, k], batch.landmarks[b, hi, :3, k]  # [n, 3]
+        batch.landmarks[b, f, :3, k] = start + (end - start) * weight
+        if batch.landmarks.shape[2] == 4:
+            batch.landmarks[b, f, 3, k] = 1.0  # has a value now
+        batch.imputed[b, f, k] = True
+
 
 class TimeWarp(RandomTransform):
     """Resample time at a speed drawn from ``speed`` (a range, or one value): T frames become
@@ -157,9 +185,9 @@ class TimeWarp(RandomTransform):
         # planar rows [3, K], one weight per point for all three
         count, shape = batch.valid.shape[2], source.shape
         landmarks = torch.from_numpy(batch.landmarks).view(-1, batch.landmarks.shape[2] * count)[:, :3 * count]
-        valid = rows(batch.valid)
-        both = batch.taken("first valid", valid, first)
-        both &= batch.taken("second valid", valid, second)
+        present = rows(batch.has_value())
+        both = batch.taken("first valid", present, first)
+        both &= batch.taken("second valid", present, second)
         weight = torch.from_numpy(batch.work.array("weight", both.shape, np.float32))  # [B * T', K]
         torch.where(torch.from_numpy(both), torch.from_numpy(fraction.reshape(-1, 1)),
                     torch.from_numpy(later.reshape(-1, 1).astype(np.float32)), out=weight)
@@ -168,17 +196,27 @@ class TimeWarp(RandomTransform):
             batch.work.array(name, (len(index), 3 * count), np.float32))).view(-1, 3, count)
                 for name, index in (("first", first), ("second", second))]  # x, y, z rows (not found's)
         torch.lerp(ends[0], ends[1], weight.unsqueeze(1), out=torch.from_numpy(moved).view(-1, 3, count))
-        seen = batch.array("visibility", shape + batch.visibility.shape[2:], np.float32)
-        visibility = rows(batch.visibility)
-        torch.lerp(torch.from_numpy(batch.taken("first visibility", visibility, first)),
-                   torch.from_numpy(batch.taken("second visibility", visibility, second)), weight[:, batch.pose],
-                   out=torch.from_numpy(seen).view(len(first), -1))
+        # the confidence: the pose's visibility, or every point's once a value was filled in (a found and a
+        # filled-in value interpolated give a confidence between 0 and 1; see Batch)
+        kept = batch.full_confidence() if batch.confidence is not None or batch.imputed.any() else batch.visibility
+        rated = batch.array("confidence" if kept is batch.confidence else "visibility", shape + kept.shape[2:],
+                            np.float32)
+        torch.lerp(torch.from_numpy(batch.taken("first confidence", rows(kept), first)),
+                   torch.from_numpy(batch.taken("second confidence", rows(kept), second)),
+                   weight if kept is batch.confidence else weight[:, batch.pose],
+                   out=torch.from_numpy(rated).view(len(first), -1))
         found = batch.array("valid", shape + (count,), np.bool_)
-        np.take(valid, near, axis=0, out=found.reshape(-1, count), mode="clip")
+        np.take(rows(batch.valid), near, axis=0, out=found.reshape(-1, count), mode="clip")
+        filled = batch.array("imputed", shape + (count,), np.bool_)
+        np.take(rows(batch.imputed), near, axis=0, out=filled.reshape(-1, count), mode="clip")
         for b, size in enumerate(new.tolist()):  # the padding
-            for values in (moved, seen, found):
+            for values in (moved, rated, found, filled):
                 values[b, size:] = 0
-        batch.landmarks, batch.visibility, batch.valid = moved, seen, found
+        batch.landmarks, batch.valid, batch.imputed = moved, found, filled
+        if kept is batch.confidence:
+            batch.confidence = rated
+        else:
+            batch.visibility = rated
         batch.sizes = new
         for item, size in zip(batch.items, new.tolist()):
             item["num_frames"] = size
