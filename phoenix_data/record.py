@@ -357,6 +357,11 @@ class Selection:
                          casting="unsafe")
 
 
+def part_of_points(num_points: int) -> np.ndarray:
+    """int [num_points]: the index in PARTS of each point's part (cached: do not modify it)."""
+    return _part_of_points(num_points)
+
+
 @lru_cache(maxsize=None)
 def _part_of_points(num_points: int) -> np.ndarray:
     """int [num_points]: the index in PARTS of each point's part."""

@@ -6,7 +6,7 @@ from typing import Dict, Literal, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..record import PARTS
+from ..record import PARTS, part_of_points
 from .base import (
     Item,
     RandomTransform,
@@ -100,28 +100,35 @@ class FillGaps(Transform):
         return ("left_hand" in self.parts) == ("right_hand" in self.parts)
 
     def batch_call(self, batch: Batch) -> None:
-        """``__call__`` over a batch (``transforms.batch``): the gaps of every sample found at once, the
-        points filled in one assignment."""
+        """``__call__`` over a batch (``transforms.batch``): the gaps of every sample found at once, a part at
+        a time (a part's points are found, and filled, in the same frames), the points filled in one
+        assignment a part."""
         batch.apply_pending()
         cols = self.columns(batch.items[0]).numpy()
+        parts = part_of_points(layout_points(batch.items[0]))[point_ids(batch.items[0]).numpy()[cols]]
         frames = batch.frames
-        found = batch.valid[:, :, cols]  # [B, T, C]; False in the padding, so no gap ends there
-        t = np.arange(frames)[None, :, None]
-        before = np.maximum.accumulate(np.where(found, t, -1), axis=1)
-        after = np.minimum.accumulate(np.where(found, t, frames)[:, ::-1], axis=1)[:, ::-1]
-        fill = ~found & ~batch.imputed[:, :, cols] & (before >= 0) & (after < frames)
-        fill &= (after - before - 1) <= self.max_gap
-        b, f, c = np.nonzero(fill)
-        if not b.size:
-            return
-        lo, hi, k = before[b, f, c], after[b, f, c], cols[c]
-        weight = ((f - lo).astype(np.float32) / np.maximum(hi - lo, 1).astype(np.float32))[:, None]  # as __call__
-        start, end = batch.landmarks[b, lo, :3, k], batch.landmarks[b, hi, :3, k]  # [n, 3]
-        batch.landmarks[b, f, :3, k] = start + (end - start) * weight
-        if batch.landmarks.shape[2] == 4:
-            batch.landmarks[b, f, 3, k] = 1.0  # has a value now
-        batch.imputed[b, f, k] = True
-
+        t = np.arange(frames)[None, :]
+        landmarks = batch.landmarks.reshape((-1,) + batch.landmarks.shape[2:])  # [B * T, R, K]
+        imputed = rows(batch.imputed)
+        for part in np.unique(parts).tolist():
+            points = cols[parts == part]  # the part's columns
+            found = batch.valid[:, :, points[0]]  # [B, T]; False in the padding, so no gap ends there
+            before = np.maximum.accumulate(np.where(found, t, -1), axis=1)
+            after = np.minimum.accumulate(np.where(found, t, frames)[:, ::-1], axis=1)[:, ::-1]
+            fill = ~found & ~batch.imputed[:, :, points[0]] & (before >= 0) & (after < frames)
+            fill &= (after - before - 1) <= self.max_gap
+            b, f = np.nonzero(fill)
+            if not b.size:
+                continue
+            lo, hi = before[b, f], after[b, f]
+            weight = ((f - lo).astype(np.float32) / np.maximum(hi - lo, 1).astype(np.float32))[:, None, None]  # as
+            # __call__; the frames as rows of [B * T], each with the part's columns: [n, C, 3]
+            at = (b * frames)[:, None]
+            start, end = landmarks[at + lo[:, None], :3, points], landmarks[at + hi[:, None], :3, points]
+            landmarks[at + f[:, None], :3, points] = start + (end - start) * weight
+            if landmarks.shape[1] == 4:
+                landmarks[at + f[:, None], 3, points] = 1.0  # has a value now
+            imputed[at + f[:, None], points] = True
 
 class TimeWarp(RandomTransform):
     """Resample time at a speed drawn from ``speed`` (a range, or one value): T frames become
