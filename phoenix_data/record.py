@@ -302,7 +302,7 @@ def _rows_by_presence(presence: np.ndarray, table: np.ndarray, out: np.ndarray) 
 @lru_cache(maxsize=None)
 def _presence_rows(num_points: int, dtype: type) -> np.ndarray:
     """[16, num_points] of ``dtype``: row p holds, at each point, bit i of p for the point's part i."""
-    parts = _part_of_points(num_points)
+    parts = part_of_points(num_points)
     table = (np.arange(16)[:, None] >> parts[None, :]) & 1
     table = table.astype(dtype)
     table.flags.writeable = False
@@ -315,9 +315,19 @@ def select_columns(arrays: Dict[str, np.ndarray], columns: np.ndarray) -> Tuple[
     ``fill_found`` give at those points, made without the other points. New arrays (no view of ``arrays``)."""
     frames = arrays["presence"].shape[0]
     confidence, found = np.empty((frames, len(columns)), np.float32), np.empty((frames, len(columns)), np.bool_)
-    Selection(arrays["landmarks"].shape[1], columns).fill(arrays, confidence, found)
+    selection(arrays["landmarks"].shape[1], columns).fill(arrays, confidence, found)
     # np.take: C-contiguous results (a[:, columns] may come out with its axes' strides swapped)
     return np.take(arrays["landmarks"], columns, axis=1), confidence, found
+
+
+def selection(num_points: int, columns: np.ndarray) -> "Selection":
+    """The ``Selection`` of ``columns`` (kept for the last 64 selections asked for: its tables are made once)."""
+    return _selection(num_points, np.asarray(columns, dtype=np.int64).tobytes())
+
+
+@lru_cache(maxsize=64)
+def _selection(num_points: int, columns: bytes) -> "Selection":
+    return Selection(num_points, np.frombuffer(columns, np.int64))
 
 
 class Selection:
@@ -329,7 +339,7 @@ class Selection:
         self.num_points, self.columns = num_points, columns
         self._confidence = np.ascontiguousarray(_presence_rows(num_points, np.float32)[:, columns])
         self._found = np.ascontiguousarray(_presence_rows(num_points, np.bool_)[:, columns])
-        pose = np.flatnonzero(_part_of_points(num_points)[columns] == 0)
+        pose = np.flatnonzero(part_of_points(num_points)[columns] == 0)
         self._pose_columns = columns[pose]
         # where the pose's points go: a slice when they are consecutive (a view to divide into), else indices
         consecutive = pose.size > 0 and np.array_equal(pose, np.arange(pose[0], pose[0] + pose.size))
@@ -357,17 +367,13 @@ class Selection:
                          casting="unsafe")
 
 
-def part_of_points(num_points: int) -> np.ndarray:
-    """int [num_points]: the index in PARTS of each point's part (cached: do not modify it)."""
-    return _part_of_points(num_points)
-
-
 @lru_cache(maxsize=None)
-def _part_of_points(num_points: int) -> np.ndarray:
-    """int [num_points]: the index in PARTS of each point's part."""
+def part_of_points(num_points: int) -> np.ndarray:
+    """int [num_points]: the index in PARTS of each point's part (kept: read-only)."""
     index = np.empty(num_points, np.intp)
     for i, part in enumerate(PARTS):
         index[part_slices(num_points)[part]] = i
+    index.flags.writeable = False
     return index
 
 

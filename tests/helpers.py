@@ -102,6 +102,31 @@ def fake_record(frames: int, seed: int = 0, hands: bool = True):
     return LandmarkRecord(landmarks, confidence, width=210, height=260, pid=4242, seconds=1.5)
 
 
+def cached_train_split(base: Path, records, release: str = "PHOENIX-2014-T"):
+    """(release root, cache): a train split whose sample i is ``records[i]`` in a real cache written with the
+    fake extractor's settings (samples s0, s1, ...; no frames: every sample is cached)."""
+    from phoenix_data.cache import LandmarkCache
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    records = list(records)
+    rows = [f"s{i}|s{i}/1/*.png|-1|-1|Signer01|MORGEN SONNE|satz {i}" for i in range(len(records))]
+    root = write_corpus_csv(base, release, "train", rows).parents[2]
+    cache = LandmarkCache(base / "cache", FakeExtractorSettings())
+    for i, record in enumerate(records):
+        cache.put(f"{release}/train/s{i}", record)
+    cache.close()
+    return root, base / "cache"
+
+
+def open_cached(cached, **kwargs):
+    """``PhoenixLandmarks`` over ``cached_train_split``'s split, read-only."""
+    from phoenix_data import PhoenixLandmarks
+    from phoenix_data.extract.fake import FakeExtractorSettings
+
+    root, cache = cached
+    return PhoenixLandmarks(root, "train", cache=cache, settings=FakeExtractorSettings(), readonly=True, **kwargs)
+
+
 def assert_items_close(a: dict, b: dict) -> None:
     """Two items alike: every key and value the same, except the landmarks, which may differ by the rounding
     of float32 maps composed in another order, but are exactly zero at the same points. The rounding:

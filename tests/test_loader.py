@@ -11,11 +11,11 @@ from multiprocessing.reduction import ForkingPickler
 import numpy as np
 import pytest
 import torch
-from helpers import assert_items_close, fake_record, raw_get, raw_put, write_corpus_csv
+from helpers import assert_items_close, cached_train_split, fake_record, open_cached, raw_get, raw_put
 from torch.utils.data import DataLoader
 
 from phoenix_data import LengthBucketBatchSampler, PhoenixLandmarks, batch_memory, batch_sending, batching, collate_ctc
-from phoenix_data.cache import CacheRecordError, LandmarkCache
+from phoenix_data.cache import CacheRecordError
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import part_slices
 from phoenix_data.transforms import Compose, Mirror, Normalize, RandomAffine, SelectPoints, TimeWarp
@@ -29,23 +29,18 @@ LENGTHS = [5, 17, 9, 30, 12, 1, 23, 8, 14, 11]
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory):
     """A 2014-T train split whose every sample is a record in a real cache; a hand missing in some frames."""
-    base = tmp_path_factory.mktemp("loader")
-    rows = [f"s{i}|s{i}/1/*.png|-1|-1|Signer01|MORGEN SONNE|satz {i}" for i in range(len(LENGTHS))]
-    root = write_corpus_csv(base, RELEASE, "train", rows).parents[2]
-    cache = LandmarkCache(base / "cache", FAKE)
     hand = part_slices(543)["left_hand"]
+    records = []
     for i, frames in enumerate(LENGTHS):
         record = fake_record(frames, seed=i)
         record.landmarks[::3, hand] = 0  # the left hand missing in every third frame
         record.confidence[::3, hand] = 0
-        cache.put(f"{RELEASE}/train/s{i}", record)
-    cache.close()
-    return root, base / "cache"
+        records.append(record)
+    return cached_train_split(tmp_path_factory.mktemp("loader"), records, RELEASE)
 
 
 def dataset(cached, **kwargs) -> PhoenixLandmarks:
-    root, cache = cached
-    return PhoenixLandmarks(root, "train", cache=cache, settings=FAKE, readonly=True, **kwargs)
+    return open_cached(cached, **kwargs)
 
 
 def assert_items_equal(a: dict, b: dict) -> None:

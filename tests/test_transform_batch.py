@@ -10,13 +10,12 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import assert_items_close, fake_record, write_corpus_csv
+from helpers import assert_items_close, cached_train_split, fake_record, open_cached
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from phoenix_data import PhoenixLandmarks, collate_ctc
-from phoenix_data.cache import LandmarkCache
 from phoenix_data.extract.fake import FakeExtractorSettings
 from phoenix_data.record import LandmarkRecord, part_slices
 from phoenix_data.transforms import (
@@ -63,19 +62,11 @@ def records():
 
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory):
-    base = tmp_path_factory.mktemp("batch")
-    rows = [f"s{i}|s{i}/1/*.png|-1|-1|Signer01|MORGEN SONNE|satz {i}" for i in range(len(LENGTHS))]
-    root = write_corpus_csv(base, RELEASE, "train", rows).parents[2]
-    cache = LandmarkCache(base / "cache", FAKE)
-    for i, record in enumerate(records()):
-        cache.put(f"{RELEASE}/train/s{i}", record)
-    cache.close()
-    return root, base / "cache"
+    return cached_train_split(tmp_path_factory.mktemp("batch"), records(), RELEASE)
 
 
 def dataset(cached, **kwargs) -> PhoenixLandmarks:
-    root, cache = cached
-    return PhoenixLandmarks(root, "train", cache=cache, settings=FAKE, readonly=True, **kwargs)
+    return open_cached(cached, **kwargs)
 
 
 PIPELINES = {

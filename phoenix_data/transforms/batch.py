@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..record import Selection
+from ..record import selection
 from .base import Item
 
 
@@ -49,7 +49,7 @@ class Batch:
         zeroed; ``put`` fills the rest)."""
         self.work = workspace()
         self.columns, self._planar = columns, planar_columns(columns)
-        self._selection = self._swapped_selection = Selection(num_points, columns)
+        self._selection = self._swapped_selection = selection(num_points, columns)
         self.pose = self._selection.pose
         points = len(columns)
         self.sizes = np.array(sizes, dtype=np.int64)
@@ -73,7 +73,7 @@ class Batch:
         """Read the ``samples`` (bool [B]) with their points swapped: column k takes the values of column
         ``columns[k]`` (a swap: ``columns[columns]`` is every column), as Mirror swaps them."""
         self.swapped ^= samples
-        self._swapped_selection = Selection(self._selection.num_points, self.columns[columns])
+        self._swapped_selection = selection(self._selection.num_points, self.columns[columns])
         self._swapped_planar = planar_columns(self._swapped_selection.columns)
 
     def put(self, b: int, arrays: Dict[str, np.ndarray]) -> None:
