@@ -112,9 +112,10 @@ class PhoenixLandmarks(Dataset):
         steps: List[Callable[[Any], Any]] = list(
             self.transform.transforms if isinstance(self.transform, Compose) else [self.transform])
         select = steps[0] if steps and isinstance(steps[0], SelectPoints) else None
-        if batchable(steps[1:] if select else steps):
+        after = steps[1:] if select is not None else steps
+        if batchable(after):
             try:
-                done = self._read_batch_steps(samples, select, steps[1:] if select else steps)
+                done = self._read_batch_steps(samples, select, after)
             except CacheRecordError:
                 done = None  # read again record by record: a lock-free reader's retry, or the error
             if done is not None:

@@ -341,7 +341,7 @@ class Selection:
         self._found = np.ascontiguousarray(_presence_rows(num_points, np.bool_)[:, columns])
         pose = np.flatnonzero(part_of_points(num_points)[columns] == 0)
         self._pose_columns = columns[pose]
-        # where the pose's points go: a slice when they are consecutive (a view to divide into), else indices
+        # where the pose's points go: a slice when they are consecutive (views, not copies, where indexed)
         consecutive = pose.size > 0 and np.array_equal(pose, np.arange(pose[0], pose[0] + pose.size))
         self._pose: Union[slice, np.ndarray] = slice(int(pose[0]), int(pose[-1]) + 1) if consecutive else pose
 

@@ -74,12 +74,27 @@ class Normalize(Transform):
         In numpy: these are tiny arrays, on which each torch call costs more than the arithmetic.
         """
         cols = columns_of(item, SHOULDERS, "Normalize").numpy()
-        scale = self._scale.numpy().astype(np.float64)
-        xy = item["landmarks"].numpy()[:, cols, :2] * scale  # [T, 2, 2]
+        xy = item["landmarks"].numpy()[:, cols, :2]  # [T, 2, 2]
         present = (item["valid"].numpy()[:, cols] | item["imputed"].numpy()[:, cols]).all(axis=1)
-        width = np.hypot(*(xy[:, 0] - xy[:, 1]).T)
-        usable = present & (width > MIN_SHOULDER_WIDTH * scale.mean())
-        return (xy[:, 0] + xy[:, 1]) / 2, width, usable  # the mean of the two, as xy.mean(axis=1) gives it
+        return self._measured(xy[:, 0], xy[:, 1], present)
+
+    def _measured(self, left: np.ndarray, right: np.ndarray, present: np.ndarray
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Midpoints ([..., 2]), widths ([...]) and usable (bool [...]) in the measuring unit, from the two
+        shoulders' x, y ([..., 2], image units) and where both have a value (``present``)."""
+        pixels = self._scale.numpy().astype(np.float64)
+        left, right = left * pixels, right * pixels
+        width = np.hypot(*np.moveaxis(left - right, -1, 0))
+        usable = present & (width > MIN_SHOULDER_WIDTH * pixels.mean())
+        return (left + right) / 2, width, usable  # the mean of the two, as xy.mean(axis=1) gives it
+
+    def _scale_shift(self, mid: np.ndarray, width: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The per-frame map x' = (x * px - mid_x) / w, y' likewise, z' = z * px_x / w, as p' = scale * p -
+        shift (both [..., 3]) from the midpoints ([..., 2]) and widths ([...])."""
+        pixels = self._scale.numpy().astype(np.float64)
+        scale = np.concatenate([pixels, pixels[:1]]) / width[..., None]
+        shift = np.concatenate([mid, np.zeros_like(mid[..., :1])], axis=-1) / width[..., None]
+        return scale, shift
 
     __call__ = planned_call
 
@@ -104,10 +119,7 @@ class Normalize(Transform):
         else:
             mid = np.where(usable[:, None], mid, clip_mid)
             width = np.where(usable, width, clip_width)
-        # x' = (x * px - mid_x) / w, y' likewise, z' = z * px_x / w: one multiply-add per frame
-        pixels = self._scale.numpy().astype(np.float64)
-        scale = np.concatenate([pixels, pixels[:1]])[None, :] / width[:, None]  # [T, 3]
-        shift = np.concatenate([mid, np.zeros_like(mid[:, :1])], axis=1) / width[:, None]  # [T, 3]
+        scale, shift = self._scale_shift(mid, width)  # [T, 3]: one multiply-add per frame
         item["coords"], item["isotropic"] = "shoulders", self.image_size is not None
         return AffineMap().then(scale, -shift)
 
@@ -117,14 +129,9 @@ class Normalize(Transform):
         if any(item.get("coords") == "shoulders" for item in batch.items):
             raise ValueError("Normalize applied to an item that is already normalised; use it once.")
         left, right = columns_of(batch.items[0], SHOULDERS, "Normalize").tolist()
-        pixels = self._scale.numpy().astype(np.float64)
-        xy = [batch.landmarks[:, :, :2, c] * pixels for c in (left, right)]  # [B, T, 2 (x, y)] each
         has = batch.has_value()  # found or filled in, as ``shoulders`` counts them
-        present = has[:, :, left] & has[:, :, right]  # [B, T]; False in the padding
-        gap = xy[0] - xy[1]
-        width = np.hypot(gap[..., 0], gap[..., 1])
-        usable = present & (width > MIN_SHOULDER_WIDTH * pixels.mean())
-        mid = (xy[0] + xy[1]) / 2  # [B, T, 2]
+        mid, width, usable = self._measured(batch.landmarks[:, :, :2, left], batch.landmarks[:, :, :2, right],
+                                            has[:, :, left] & has[:, :, right])  # [B, T, 2], [B, T]; padding unusable
         count = np.count_nonzero(usable, axis=1)  # [B]
         found = count > 0
         for item in (item for item, ok in zip(batch.items, found) if not ok):
@@ -137,8 +144,7 @@ class Normalize(Transform):
             usable = np.zeros_like(usable)
         mid = np.where(usable[..., None], mid, clip_mid[:, None])
         width = np.where(usable, width, np.where(found, clip_width, 1.0)[:, None])
-        scale = np.concatenate([pixels, pixels[:1]]) / width[..., None]  # [B, T, 3]
-        shift = np.concatenate([mid, np.zeros_like(mid[..., :1])], axis=-1) / width[..., None]
+        scale, shift = self._scale_shift(mid, width)  # [B, T, 3]
         scale[~found], shift[~found] = 1.0, 0.0
         batch.scale_shift(scale, -shift)
         for item in (item for item, ok in zip(batch.items, found) if ok):

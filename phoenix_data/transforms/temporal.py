@@ -108,7 +108,7 @@ class FillGaps(Transform):
         parts = part_of_points(layout_points(batch.items[0]))[point_ids(batch.items[0]).numpy()[cols]]
         frames = batch.frames
         t = np.arange(frames)[None, :]
-        landmarks = batch.landmarks.reshape((-1,) + batch.landmarks.shape[2:])  # [B * T, R, K]
+        landmarks = rows(batch.landmarks)  # [B * T, R, K]
         imputed = rows(batch.imputed)
         for part in np.unique(parts).tolist():
             points = cols[parts == part]  # the part's columns
@@ -129,6 +129,7 @@ class FillGaps(Transform):
             if landmarks.shape[1] == 4:
                 landmarks[at + f[:, None], 3, points] = 1.0  # has a value now
             imputed[at + f[:, None], points] = True
+
 
 class TimeWarp(RandomTransform):
     """Resample time at a speed drawn from ``speed`` (a range, or one value): T frames become
